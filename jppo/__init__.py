@@ -1,2 +1,32 @@
-"""jppo: actor-critic PPO as pure JAX functions composed into one jitted update."""
+"""jppo: actor-critic PPO as pure JAX functions composed into one jitted update.
+
+The public names (a contract other parts and users depend on)::
+
+    jppo.PPOConfig, jppo.ConfigError        frozen, validated hyperparameters
+    jppo.gae                                 advantages and returns (reverse lax.scan)
+    jppo.ActorCritic, jppo.ActionSpec        the Flax actor-critic
+    jppo.normalizer                          running observation normalizer (init/update/apply)
+    jppo.ppo_loss                            the minibatch objective (clip / kl_penalty / a2c)
+    jppo.make_optimizer, jppo.make_schedules Optax chain and the linear decays
+    jppo.init_train_state, jppo.make_update  the train state and the jitted update
+    jppo.Rollout, jppo.TrainState            the data that crosses into the update
+    jppo.make_policy                         act / evaluate / value / mode functions
+"""
+from jppo import normalizer
+from jppo.config import ConfigError, PPOConfig
+from jppo.gae import gae
+from jppo.losses import LossMetrics, adapt_kl_coef, ppo_loss
+from jppo.networks import ActionSpec, ActorCritic
+from jppo.optim import Schedules, make_optimizer, make_schedules
+from jppo.policy import Policy, make_policy
+from jppo.update import (Batch, Rollout, TrainState, init_train_state, make_train_on_batch,
+                         make_update, normalized_batch, prepare_batch)
+
 __version__ = "0.1.0"
+
+__all__ = [
+    "ActionSpec", "ActorCritic", "Batch", "ConfigError", "LossMetrics", "PPOConfig", "Policy",
+    "Rollout", "Schedules", "TrainState", "adapt_kl_coef", "gae", "init_train_state",
+    "make_optimizer", "make_policy", "make_schedules", "make_train_on_batch", "make_update",
+    "normalized_batch", "normalizer", "ppo_loss", "prepare_batch",
+]

@@ -1,0 +1,183 @@
+"""The train state, the rollout it learns from, and the one jitted PPO ``update``.
+
+    update(train_state, rollout) -> (train_state, metrics)
+
+normalizer update -> GAE (reverse scan) -> advantage normalization over the whole rollout ->
+``num_epoch`` passes, each a fresh permutation cut into ``batch_size`` minibatches (remainder
+dropped) and run with ``lax.scan``, one Adam step per minibatch. No host round-trip inside.
+"""
+from __future__ import annotations
+
+from typing import NamedTuple, Optional
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+import optax
+
+from jppo import normalizer as obs_norm
+from jppo.config import PPOConfig
+from jppo.gae import gae
+from jppo.losses import adapt_kl_coef, ppo_loss
+from jppo.networks import ActionSpec
+from jppo.optim import make_optimizer, make_schedules
+from jppo.policy import Policy, make_policy
+
+
+class Rollout(NamedTuple):
+    """Time-major experience, ``[T, *B]`` with any batch shape B (envs, agents, ...).
+
+    - ``obs``: ``[T, *B, obs_dim]`` raw observations the actions were chosen from;
+    - ``actions``: ``[T, *B, A]`` float (continuous, the raw unclamped sample) or ``[T, *B]`` int;
+    - ``log_probs``: ``[T, *B, D]`` per-dimension log-probs at acting time (D = 1 if discrete);
+    - ``values``: ``[T, *B]`` V(obs) at acting time;
+    - ``rewards``: ``[T, *B]``;
+    - ``dones``: ``[T, *B]`` 1 where the episode really ended at that step (no bootstrap);
+    - ``last_value``: ``[*B]`` V of the observation after the last step;
+    - ``truncations``: optional ``[T, *B]`` 1 where a time limit cut the episode at that step;
+    - ``final_values``: optional ``[T, *B]`` V(final observation) where truncated (else ignored).
+    """
+
+    obs: jax.Array
+    actions: jax.Array
+    log_probs: jax.Array
+    values: jax.Array
+    rewards: jax.Array
+    dones: jax.Array
+    last_value: jax.Array
+    truncations: Optional[jax.Array] = None
+    final_values: Optional[jax.Array] = None
+
+
+class Batch(NamedTuple):
+    """Flat samples ``[N, ...]`` ready for minibatching; ``advantages`` already normalized."""
+
+    obs: jax.Array
+    actions: jax.Array
+    log_probs: jax.Array
+    values: jax.Array
+    advantages: jax.Array
+    returns: jax.Array
+
+
+@flax.struct.dataclass
+class TrainState:
+    params: dict
+    opt_state: optax.OptState
+    normalizer: obs_norm.NormalizerState
+    key: jax.Array
+    step: jax.Array  # int32: Adam steps taken, the clock of every schedule
+    kl_coef: jax.Array  # float32: the adaptive KL penalty coefficient (loss "kl_penalty")
+
+
+def init_train_state(key: jax.Array, config: PPOConfig, observation_size: int,
+                     action_spec: ActionSpec) -> TrainState:
+    """Fresh parameters, Adam moments, empty normalizer statistics, step 0."""
+    init_key, state_key = jax.random.split(key)
+    params = make_policy(config, action_spec).init_params(init_key, observation_size)
+    # The optimizer state's structure does not depend on the schedule's horizon.
+    opt_state = make_optimizer(config, 1).init(params)
+    return TrainState(params, opt_state, obs_norm.init(observation_size), state_key,
+                      jnp.zeros((), jnp.int32), jnp.asarray(config.kl_coef, jnp.float32))
+
+
+def prepare_batch(config: PPOConfig, rollout: Rollout) -> Batch:
+    """GAE on the rollout, flattened to ``[N, ...]``, advantages normalized over all N."""
+    advantages, returns = gae(rollout.rewards * config.strength, rollout.values, rollout.dones,
+                              rollout.last_value, gamma=config.gamma, lam=config.lambd,
+                              truncations=rollout.truncations, final_values=rollout.final_values)
+    lead = rollout.rewards.ndim
+    flat = lambda x: jnp.reshape(x, (-1,) + x.shape[lead:])
+    return normalized_batch(config, flat(rollout.obs), flat(rollout.actions),
+                            flat(rollout.log_probs), flat(rollout.values), flat(advantages),
+                            flat(returns))
+
+
+def normalized_batch(config: PPOConfig, obs, actions, log_probs, values, advantages,
+                     returns) -> Batch:
+    """A ``Batch`` from flat arrays, advantages normalized as ``(A - mean) / (std + eps)``."""
+    advantages = (advantages - jnp.mean(advantages)) / (jnp.std(advantages) + config.advantage_eps)
+    return Batch(obs, actions, log_probs, values, advantages, returns)
+
+
+def make_train_on_batch(config: PPOConfig, action_spec: ActionSpec, total_updates: int):
+    """``(train_state, batch) -> (train_state, metrics)``: the epochs of minibatch Adam steps on
+    a prepared ``Batch`` (not jitted). Drivers that compute GAE themselves (the Unity driver, per
+    trajectory) call this after ``normalized_batch``."""
+    policy = make_policy(config, action_spec)
+    optimizer = make_optimizer(config, total_updates)
+    schedules = make_schedules(config, total_updates)
+
+    def minibatch_loss(params, normalizer, mb: Batch, epsilon, beta, kl_coef):
+        log_probs, entropy, values = policy.evaluate(params, normalizer, mb.obs, mb.actions)
+        return ppo_loss(log_probs, mb.log_probs, mb.advantages, values, mb.values, mb.returns,
+                        entropy, epsilon=epsilon, beta=beta, value_coef=config.value_coef,
+                        kind=config.loss, clip_value=config.clip_value, kl_coef=kl_coef)
+
+    grad_fn = jax.value_and_grad(minibatch_loss, has_aux=True)
+
+    def train_on_batch(state: TrainState, batch: Batch):
+        n = batch.advantages.shape[0]
+        per_epoch = config.minibatches_per_epoch(n)
+        if per_epoch == 0:
+            raise ValueError(f"a rollout of {n} samples holds no minibatch of batch_size = "
+                             f"{config.batch_size}; collect at least batch_size samples.")
+
+        def adam_step(carry, mb):
+            params, opt_state, step = carry
+            epsilon, beta = schedules.epsilon(step), schedules.beta(step)
+            (_, metrics), grads = grad_fn(params, state.normalizer, mb, epsilon, beta,
+                                          state.kl_coef)
+            updates, opt_state = optimizer.update(grads, opt_state, params)
+            return (optax.apply_updates(params, updates), opt_state, step + 1), metrics
+
+        def epoch(carry, key):
+            order = jax.random.permutation(key, n)[: per_epoch * config.batch_size]
+            order = order.reshape(per_epoch, config.batch_size)
+            minibatches = jax.tree_util.tree_map(lambda x: x[order], batch)
+            return jax.lax.scan(adam_step, carry, minibatches)
+
+        key, epoch_key = jax.random.split(state.key)
+        carry = (state.params, state.opt_state, state.step)
+        (params, opt_state, step), metrics = jax.lax.scan(
+            epoch, carry, jax.random.split(epoch_key, config.num_epoch))
+        metrics = {name: jnp.mean(value) for name, value in metrics._asdict().items()}
+        kl_coef = state.kl_coef
+        if config.loss == "kl_penalty":
+            # PPO1 measures the KL of the finished update on all the data, then adapts.
+            log_probs, _, _ = policy.evaluate(params, state.normalizer, batch.obs, batch.actions)
+            log_ratio = jnp.sum(log_probs - batch.log_probs, axis=-1)
+            kl_coef = adapt_kl_coef(kl_coef, jnp.mean(jnp.expm1(log_ratio) - log_ratio),
+                                    config.kl_target)
+        last = step - 1
+        metrics.update(learning_rate=schedules.learning_rate(last), epsilon=schedules.epsilon(last),
+                       beta=schedules.beta(last), kl_coef=kl_coef,
+                       value_estimate=jnp.mean(batch.values))
+        return state.replace(params=params, opt_state=opt_state, key=key, step=step,
+                             kl_coef=kl_coef), metrics
+
+    return train_on_batch
+
+
+def make_update(config: PPOConfig, action_spec: ActionSpec, total_updates: int, *,
+                jit: bool = True):
+    """The PPO update ``(train_state, rollout) -> (train_state, metrics)``.
+
+    ``total_updates`` is the number of Adam steps the schedules decay over (see
+    ``PPOConfig.total_adam_steps``). ``metrics`` is a dict of float32 scalars: loss,
+    policy_loss, value_loss, entropy, approx_kl, clip_fraction (means over the update's
+    minibatches), learning_rate, epsilon, beta (at its last Adam step), kl_coef, value_estimate.
+    With ``jit=False`` the plain function is returned, to compose inside a larger jitted program.
+    """
+    train_on_batch = make_train_on_batch(config, action_spec, total_updates)
+
+    def update(state: TrainState, rollout: Rollout):
+        if config.normalize:
+            state = state.replace(normalizer=obs_norm.update(state.normalizer, rollout.obs))
+        return train_on_batch(state, prepare_batch(config, rollout))
+
+    return jax.jit(update) if jit else update
+
+
+__all__ = ["Batch", "Policy", "Rollout", "TrainState", "init_train_state", "make_train_on_batch",
+           "make_update", "normalized_batch", "prepare_batch"]

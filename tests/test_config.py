@@ -1,0 +1,73 @@
+"""PPOConfig validation: every bad value names the field, the value and what is allowed."""
+import jax
+import jax.numpy as jnp
+import pytest
+
+from jppo import ConfigError, PPOConfig
+
+
+@pytest.mark.parametrize("changes, message", [
+    (dict(batch_size=128, buffer_size=64),
+     "batch_size = 128 is larger than buffer_size = 64; batch_size must be <= buffer_size."),
+    (dict(learning_rate=0.0), "learning_rate = 0.0 is not allowed; learning_rate must be a number > 0."),
+    (dict(learning_rate=-1e-3), "learning_rate = -0.001 is not allowed; learning_rate must be a number > 0."),
+    (dict(gamma=1.5), "gamma = 1.5 is not allowed; gamma must be a number in (0, 1]."),
+    (dict(gamma=0.0), "gamma = 0.0 is not allowed; gamma must be a number in (0, 1]."),
+    (dict(lambd=-0.1), "lambd = -0.1 is not allowed; lambd must be a number in (0, 1]."),
+    (dict(epsilon=1.0), "epsilon = 1.0 is not allowed; epsilon must be a number in (0, 1)."),
+    (dict(learning_rate_schedule="cosine"),
+     "learning_rate_schedule = 'cosine' is not allowed; learning_rate_schedule must be one of 'linear', 'constant'."),
+    (dict(beta_schedule="exp"),
+     "beta_schedule = 'exp' is not allowed; beta_schedule must be one of 'linear', 'constant' "
+     "(or unset, to follow learning_rate_schedule)."),
+    (dict(network="resnet"),
+     "network = 'resnet' is not allowed; network must be one of 'mlagents', 'seed'."),
+    (dict(loss="ppo3"),
+     "loss = 'ppo3' is not allowed; loss must be one of 'clip', 'kl_penalty', 'a2c'."),
+    (dict(num_epoch=0), "num_epoch = 0 is not allowed; num_epoch must be an integer >= 1."),
+    (dict(batch_size=64.5), "batch_size = 64.5 is not allowed; batch_size must be an integer >= 1."),
+    (dict(hidden_units=True), "hidden_units = True is not allowed; hidden_units must be an integer >= 1."),
+    (dict(beta=-0.01), "beta = -0.01 is not allowed; beta must be a number >= 0."),
+    (dict(max_grad_norm=0.0),
+     "max_grad_norm = 0.0 is not allowed; max_grad_norm must be a number > 0 or null (no clipping)."),
+    (dict(normalize="yes"), "normalize = 'yes' is not allowed; normalize must be true or false."),
+    (dict(learning_rate="fast"), "learning_rate = 'fast' is not allowed; learning_rate must be a number > 0."),
+    (dict(gamma=float("nan")), "gamma = nan is not allowed; gamma must be a number in (0, 1]."),
+])
+def test_bad_values_raise_one_clear_sentence(changes, message):
+    with pytest.raises(ConfigError) as err:
+        PPOConfig(**changes)
+    assert str(err.value) == message
+
+
+def test_replace_validates_and_rejects_unknown_names():
+    with pytest.raises(ConfigError, match=r"gamma = 2 is not allowed"):
+        PPOConfig().replace(gamma=2)
+    with pytest.raises(ConfigError, match=r"unknown hyperparameter 'lr'; allowed names are: batch_size, "):
+        PPOConfig().replace(lr=0.1)
+
+
+def test_defaults_are_ml_agents_and_schedules_follow_learning_rate():
+    c = PPOConfig()
+    assert (c.batch_size, c.buffer_size, c.learning_rate, c.beta, c.epsilon, c.lambd, c.num_epoch,
+            c.gamma, c.time_horizon, c.max_steps) == (1024, 10240, 3e-4, 5e-3, 0.2, 0.95, 3, 0.99, 64, 500_000)
+    c = PPOConfig(learning_rate_schedule="constant")
+    assert c.schedule("beta") == "constant" and c.schedule("epsilon") == "constant"
+    assert c.replace(learning_rate_schedule="linear").schedule("beta") == "linear"
+    assert c.replace(beta_schedule="linear").schedule("beta") == "linear"
+
+
+def test_config_is_frozen_and_hashable():
+    c = PPOConfig()
+    with pytest.raises(Exception):
+        c.gamma = 0.5
+    assert hash(c) == hash(PPOConfig())
+
+
+def test_float_hyperparameters_are_pytree_leaves_for_sweeps():
+    c = PPOConfig()
+    swept = jax.tree_util.tree_map(lambda x: jnp.array([x, 2 * x]), c)
+    out = jax.vmap(lambda cfg: cfg.learning_rate * cfg.gamma)(swept)
+    assert out.shape == (2,)
+    assert float(out[1]) == pytest.approx(4 * 3e-4 * 0.99)
+    assert swept.batch_size == 1024  # static fields stay Python values
