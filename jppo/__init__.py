@@ -20,7 +20,7 @@ from jppo.networks import ActionSpec, ActorCritic
 from jppo.optim import Schedules, make_optimizer, make_schedules
 from jppo.policy import Policy, make_policy
 from jppo.update import (Batch, Rollout, TrainState, init_train_state, make_train_on_batch,
-                         make_update, normalized_batch, prepare_batch)
+                         make_update, minibatch_indices, normalized_batch, prepare_batch)
 
 __version__ = "0.1.0"
 
@@ -28,5 +28,6 @@ __all__ = [
     "ActionSpec", "ActorCritic", "Batch", "ConfigError", "LossMetrics", "PPOConfig", "Policy",
     "Rollout", "Schedules", "TrainState", "adapt_kl_coef", "gae", "init_train_state",
     "make_optimizer", "make_policy", "make_schedules", "make_train_on_batch", "make_update",
+    "minibatch_indices",
     "normalized_batch", "normalizer", "ppo_loss", "prepare_batch",
 ]

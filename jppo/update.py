@@ -100,6 +100,18 @@ def normalized_batch(config: PPOConfig, obs, actions, log_probs, values, advanta
     return Batch(obs, actions, log_probs, values, advantages, returns)
 
 
+def minibatch_indices(key: jax.Array, n: int, batch_size: int, num_epoch: int) -> jax.Array:
+    """``[num_epoch, n // batch_size, batch_size]`` sample indices: per epoch a fresh permutation
+    of ``n`` cut into minibatches, the remainder dropped. The update's order, exposed so a
+    reference implementation can replay it."""
+    per_epoch = n // batch_size
+
+    def one_epoch(k):
+        return jax.random.permutation(k, n)[: per_epoch * batch_size].reshape(per_epoch, batch_size)
+
+    return jax.vmap(one_epoch)(jax.random.split(key, num_epoch))
+
+
 def make_train_on_batch(config: PPOConfig, action_spec: ActionSpec, total_updates: int):
     """``(train_state, batch) -> (train_state, metrics)``: the epochs of minibatch Adam steps on
     a prepared ``Batch`` (not jitted). Drivers that compute GAE themselves (the Unity driver, per
@@ -118,8 +130,7 @@ def make_train_on_batch(config: PPOConfig, action_spec: ActionSpec, total_update
 
     def train_on_batch(state: TrainState, batch: Batch):
         n = batch.advantages.shape[0]
-        per_epoch = config.minibatches_per_epoch(n)
-        if per_epoch == 0:
+        if config.minibatches_per_epoch(n) == 0:
             raise ValueError(f"a rollout of {n} samples holds no minibatch of batch_size = "
                              f"{config.batch_size}; collect at least batch_size samples.")
 
@@ -131,16 +142,14 @@ def make_train_on_batch(config: PPOConfig, action_spec: ActionSpec, total_update
             updates, opt_state = optimizer.update(grads, opt_state, params)
             return (optax.apply_updates(params, updates), opt_state, step + 1), metrics
 
-        def epoch(carry, key):
-            order = jax.random.permutation(key, n)[: per_epoch * config.batch_size]
-            order = order.reshape(per_epoch, config.batch_size)
+        def epoch(carry, order):
             minibatches = jax.tree_util.tree_map(lambda x: x[order], batch)
             return jax.lax.scan(adam_step, carry, minibatches)
 
-        key, epoch_key = jax.random.split(state.key)
+        key, order_key = jax.random.split(state.key)
+        orders = minibatch_indices(order_key, n, config.batch_size, config.num_epoch)
         carry = (state.params, state.opt_state, state.step)
-        (params, opt_state, step), metrics = jax.lax.scan(
-            epoch, carry, jax.random.split(epoch_key, config.num_epoch))
+        (params, opt_state, step), metrics = jax.lax.scan(epoch, carry, orders)
         metrics = {name: jnp.mean(value) for name, value in metrics._asdict().items()}
         kl_coef = state.kl_coef
         if config.loss == "kl_penalty":
@@ -180,4 +189,4 @@ def make_update(config: PPOConfig, action_spec: ActionSpec, total_updates: int, 
 
 
 __all__ = ["Batch", "Policy", "Rollout", "TrainState", "init_train_state", "make_train_on_batch",
-           "make_update", "normalized_batch", "prepare_batch"]
+           "make_update", "minibatch_indices", "normalized_batch", "prepare_batch"]

@@ -159,3 +159,12 @@ def test_rollout_smaller_than_a_minibatch_is_refused():
                                    fixed_rollout(spec))
     with pytest.raises(ValueError, match="holds no minibatch of batch_size = 256"):
         update(state, small)
+
+
+def test_minibatch_indices_are_fresh_permutations_per_epoch():
+    orders = np.asarray(jppo.minibatch_indices(jax.random.PRNGKey(0), 100, 32, 3))
+    assert orders.shape == (3, 3, 32)
+    for epoch in orders:
+        flat = epoch.reshape(-1)
+        assert len(set(flat.tolist())) == 96 and flat.min() >= 0 and flat.max() < 100
+    assert not np.array_equal(orders[0], orders[1])
