@@ -1,0 +1,150 @@
+"""Checkpoints: one msgpack file per save, written atomically, read without pickle.
+
+    results/<run-id>/checkpoints/checkpoint-000120000.msgpack
+
+A file holds ``{"meta": <json text>, "state": <flax state dict>}``. ``meta`` says what is
+needed to rebuild the program that produced the state (the PPO config, the action spec, the
+observation size, the behavior name, steps done), so a policy can be loaded without the
+original YAML. A file is first written beside its final name and then renamed over it, so a
+crash never leaves a half-written checkpoint under a real name.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import pathlib
+import re
+import tempfile
+from typing import Any, NamedTuple
+
+import flax.serialization
+import jax
+import numpy as np
+
+from jppo.config import PPOConfig
+from jppo.networks import ActionSpec
+from jppo.normalizer import NormalizerState
+from jppo.run_config import UserError
+
+FORMAT = "jppo-checkpoint-1"
+_NAME = re.compile(r"^checkpoint-(\d+)\.msgpack$")
+
+
+def directory(run_dir: str | pathlib.Path) -> pathlib.Path:
+    return pathlib.Path(run_dir) / "checkpoints"
+
+
+def write_atomic(path: pathlib.Path, data: bytes):
+    """Write ``data`` to ``path`` via a temporary file in the same folder and a rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        pathlib.Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def save(run_dir, steps: int, state: Any, meta: dict, keep: int = 5) -> pathlib.Path:
+    """Save ``state`` (any pytree of arrays) after ``steps`` steps; keep the newest ``keep``."""
+    host = jax.device_get(state)
+    payload = {"meta": json.dumps({"format": FORMAT, "steps": int(steps), **meta}),
+               "state": flax.serialization.to_state_dict(host)}
+    path = directory(run_dir) / f"checkpoint-{int(steps):09d}.msgpack"
+    write_atomic(path, flax.serialization.msgpack_serialize(payload))
+    for old in list_checkpoints(run_dir)[:-keep] if keep > 0 else []:
+        old.unlink(missing_ok=True)
+    return path
+
+
+def list_checkpoints(run_dir) -> list[pathlib.Path]:
+    """Checkpoint files of a run, oldest first."""
+    folder = directory(run_dir)
+    if not folder.is_dir():
+        return []
+    found = [(int(m.group(1)), p) for p in folder.iterdir() if (m := _NAME.match(p.name))]
+    return [p for _, p in sorted(found)]
+
+
+def latest(run_dir) -> pathlib.Path | None:
+    paths = list_checkpoints(run_dir)
+    return paths[-1] if paths else None
+
+
+def read(path: pathlib.Path) -> tuple[dict, dict]:
+    """``(meta, raw state dict)`` of a checkpoint file; a damaged file is a ``UserError``."""
+    try:
+        payload = flax.serialization.msgpack_restore(path.read_bytes())
+        meta = json.loads(payload["meta"])
+        if meta.get("format") != FORMAT:
+            raise ValueError(f"format {meta.get('format')!r}")
+        return meta, payload["state"]
+    except Exception as err:  # msgpack, JSON and key errors all mean the same to the user
+        raise UserError(f"checkpoint {str(path)!r} is corrupt or not a jppo checkpoint "
+                        f"({type(err).__name__}); delete it to resume from an earlier one, or "
+                        "start again with --force.") from None
+
+
+def restore(path: pathlib.Path, template: Any) -> tuple[dict, Any]:
+    """``(meta, state)`` with ``state`` shaped like ``template``; a mismatch is a ``UserError``."""
+    meta, raw = read(path)
+    try:
+        state = flax.serialization.from_state_dict(template, raw)
+        for a, b in zip(jax.tree_util.tree_leaves(template), jax.tree_util.tree_leaves(state)):
+            if np.shape(a) != np.shape(b) or np.asarray(a).dtype != np.asarray(b).dtype:
+                raise ValueError(f"array of shape {np.shape(b)} where {np.shape(a)} was expected")
+    except Exception as err:
+        raise UserError(f"checkpoint {str(path)!r} does not match this run's configuration "
+                        f"({err}); resume with the settings it was saved with.") from None
+    return meta, state
+
+
+class SavedPolicy(NamedTuple):
+    """What export and evaluation need of a trained agent."""
+
+    config: PPOConfig
+    action_spec: ActionSpec
+    observation_size: int
+    params: Any
+    normalizer: NormalizerState
+    behavior: str
+    steps: int
+
+
+def policy_meta(config: PPOConfig, action_spec: ActionSpec, observation_size: int,
+                behavior: str) -> dict:
+    """The part of a checkpoint's meta that ``load_policy`` reads."""
+    return {"ppo": dataclasses.asdict(config), "action_spec": list(action_spec),
+            "observation_size": int(observation_size), "behavior": behavior}
+
+
+def load_policy(run_dir, seed_index: int = 0) -> SavedPolicy:
+    """The newest checkpoint's policy of a run folder (member ``seed_index`` of a seed batch)."""
+    run_dir = pathlib.Path(run_dir)
+    if not run_dir.is_dir():
+        raise UserError(f"run folder {str(run_dir)!r} does not exist; give a folder written by "
+                        "python -m jppo.train, such as results/<run-id>.")
+    path = latest(run_dir)
+    if path is None:
+        raise UserError(f"run folder {str(run_dir)!r} holds no checkpoint yet; train first, or "
+                        "wait for the first checkpoint.")
+    meta, raw = read(path)
+    try:
+        train = raw["train"]
+        params, norm = train["params"], train["normalizer"]
+        seeds = int(meta.get("num_seeds", 0))
+        pick = (lambda x: np.asarray(x)[seed_index]) if seeds else np.asarray
+        params = jax.tree_util.tree_map(pick, params)
+        normalizer = NormalizerState(pick(norm["count"]), pick(norm["mean"]), pick(norm["m2"]))
+        config = PPOConfig(**meta["ppo"])
+        spec = ActionSpec(*meta["action_spec"])
+        return SavedPolicy(config, spec, int(meta["observation_size"]), params, normalizer,
+                           str(meta["behavior"]), int(meta["steps"]))
+    except (KeyError, TypeError, ValueError, IndexError) as err:
+        raise UserError(f"checkpoint {str(path)!r} is corrupt or not a jppo checkpoint "
+                        f"({type(err).__name__}: {err}).") from None

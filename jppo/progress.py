@@ -1,0 +1,62 @@
+"""What the user watches: a live progress bar, ML-Agents-style log lines, a summary table."""
+from __future__ import annotations
+
+import math
+
+from rich.console import Console
+from rich.progress import (BarColumn, Progress, TaskProgressColumn, TextColumn,
+                           TimeElapsedColumn, TimeRemainingColumn)
+from rich.table import Table
+
+
+def _fmt(value: float, digits: int = 3) -> str:
+    return "n/a" if value is None or math.isnan(value) else f"{value:.{digits}f}"
+
+
+class ProgressDisplay:
+    """A bar of steps with steps/s, mean reward and ETA; log lines print above it."""
+
+    def __init__(self, behavior: str, total_steps: int, start_step: int, quiet: bool = False):
+        self.console = Console(stderr=True, quiet=quiet)
+        self._progress = Progress(
+            TextColumn("[bold]{task.description}"), BarColumn(), TaskProgressColumn(),
+            TextColumn("{task.completed:,.0f}/{task.total:,.0f} steps"),
+            TextColumn("{task.fields[rate]} steps/s"), TextColumn("reward {task.fields[reward]}"),
+            TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
+            console=self.console, transient=False)
+        self._task = self._progress.add_task(behavior, total=total_steps, completed=start_step,
+                                             rate="-", reward="-")
+        self.behavior = behavior
+
+    def __enter__(self):
+        self._progress.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._progress.stop()
+
+    def update(self, step: int, steps_per_second: float, mean_reward: float):
+        self._progress.update(self._task, completed=step, rate=f"{steps_per_second:,.0f}",
+                              reward=_fmt(mean_reward))
+
+    def log(self, step: int, elapsed: float, mean_reward: float, std_reward: float):
+        """The line ML-Agents prints every summary period."""
+        self._progress.console.print(
+            f"[INFO] {self.behavior}. Step: {step}. Time Elapsed: {elapsed:.3f} s. "
+            f"Mean Reward: {_fmt(mean_reward)}. Std of Reward: {_fmt(std_reward)}. Training.",
+            highlight=False)
+
+    def message(self, text: str):
+        self._progress.console.print(text, highlight=False)
+
+
+def summary_table(console: Console, title: str, rows: list[dict]):
+    """One row per seed: final mean reward, best, episode length, steps and throughput."""
+    table = Table(title=title)
+    for column in ("seed", "steps", "final reward", "best reward", "episode length", "steps/s"):
+        table.add_column(column, justify="right")
+    for row in rows:
+        table.add_row(str(row["seed"]), f"{row['steps']:,}", _fmt(row["final_reward"]),
+                      _fmt(row["best_reward"]), _fmt(row["episode_length"], 1),
+                      f"{row['steps_per_second']:,.0f}")
+    console.print(table)

@@ -1,0 +1,116 @@
+"""Training summaries: TensorBoard with ML-Agents' tag names, a CSV of the same, a curve PNG.
+
+    results/<run-id>/<behavior>/events.out.tfevents.*     (one folder per seed if several:
+    results/<run-id>/progress.csv                          <behavior>-seed<i>/)
+    results/<run-id>/learning_curve.png
+"""
+from __future__ import annotations
+
+import csv
+import math
+import pathlib
+
+TAGS = {  # jppo metric -> ML-Agents tag (jppo's extras keep ML-Agents' naming style)
+    "cumulative_reward": "Environment/Cumulative Reward",
+    "episode_length": "Environment/Episode Length",
+    "policy_loss": "Losses/Policy Loss",
+    "value_loss": "Losses/Value Loss",
+    "entropy": "Policy/Entropy",
+    "learning_rate": "Policy/Learning Rate",
+    "epsilon": "Policy/Epsilon",
+    "beta": "Policy/Beta",
+    "value_estimate": "Policy/Extrinsic Value Estimate",
+    "extrinsic_reward": "Policy/Extrinsic Reward",
+    "approx_kl": "Policy/Approximate KL",
+    "clip_fraction": "Policy/Clip Fraction",
+    "kl_coef": "Policy/KL Coefficient",
+    "episodes": "Environment/Episodes",
+    "steps_per_second": "Performance/Steps per Second",
+}
+CSV_FIELDS = ["step", "seed", "wall_time_s"] + list(TAGS)
+
+
+def tensorboard_dirs(run_dir: pathlib.Path, behavior: str, num_seeds: int) -> list[pathlib.Path]:
+    if num_seeds == 1:
+        return [run_dir / behavior]
+    return [run_dir / f"{behavior}-seed{i}" for i in range(num_seeds)]
+
+
+class RunLog:
+    """Writes one row per seed per summary period to TensorBoard and to ``progress.csv``.
+
+    On resume from step S, CSV rows after S are dropped and TensorBoard is told to purge events
+    after S, so a resumed run's summaries read as if it had never stopped.
+    """
+
+    def __init__(self, run_dir: pathlib.Path, behavior: str, num_seeds: int, resume_step: int | None):
+        from tensorboardX import SummaryWriter
+
+        self.csv_path = run_dir / "progress.csv"
+        if resume_step is not None and self.csv_path.exists():
+            self._truncate_csv(resume_step)
+        new_file = not self.csv_path.exists()
+        self._csv_file = self.csv_path.open("a", newline="")
+        self._csv = csv.DictWriter(self._csv_file, CSV_FIELDS)
+        if new_file:
+            self._csv.writeheader()
+        purge = None if resume_step is None else resume_step + 1
+        self._writers = [SummaryWriter(str(d), purge_step=purge, flush_secs=30)
+                         for d in tensorboard_dirs(run_dir, behavior, num_seeds)]
+
+    def _truncate_csv(self, step: int):
+        with self.csv_path.open(newline="") as f:
+            rows = [r for r in csv.DictReader(f) if int(r["step"]) <= step]
+        with self.csv_path.open("w", newline="") as f:
+            writer = csv.DictWriter(f, CSV_FIELDS)
+            writer.writeheader()
+            writer.writerows(rows)
+
+    def write(self, step: int, wall_time: float, per_seed: list[dict]):
+        """``per_seed[i]`` maps metric names (keys of ``TAGS``) to floats; NaN means no data."""
+        for seed, (writer, values) in enumerate(zip(self._writers, per_seed)):
+            for name, value in values.items():
+                if name in TAGS and not math.isnan(value):
+                    writer.add_scalar(TAGS[name], value, step)
+            self._csv.writerow({"step": step, "seed": seed, "wall_time_s": round(wall_time, 3),
+                                **{k: values.get(k, float("nan")) for k in TAGS}})
+        self._csv_file.flush()
+
+    def close(self):
+        for writer in self._writers:
+            writer.close()
+        self._csv_file.close()
+
+
+def read_curve(csv_path: pathlib.Path, metric: str = "cumulative_reward") -> dict[int, list]:
+    """``{seed: [(step, value), ...]}`` from a progress CSV, skipping periods with no episodes."""
+    curves: dict[int, list] = {}
+    with csv_path.open(newline="") as f:
+        for row in csv.DictReader(f):
+            value = float(row[metric])
+            if not math.isnan(value):
+                curves.setdefault(int(row["seed"]), []).append((int(row["step"]), value))
+    return curves
+
+
+def plot_learning_curve(csv_path: pathlib.Path, out: pathlib.Path, title: str) -> pathlib.Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    curves = read_curve(csv_path)
+    fig, ax = plt.subplots(figsize=(7, 4), dpi=120)
+    for seed, points in sorted(curves.items()):
+        steps, values = zip(*points) if points else ((), ())
+        ax.plot(steps, values, lw=1.2, alpha=0.85, label=f"seed {seed}" if len(curves) > 1 else None)
+    ax.set_xlabel("steps (agent decisions)")
+    ax.set_ylabel(TAGS["cumulative_reward"])
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    if len(curves) > 1:
+        ax.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    fig.savefig(out)
+    plt.close(fig)
+    return out

@@ -1,0 +1,107 @@
+"""``python -m jppo.train``: train a behavior, in the spirit of ``mlagents-learn``.
+
+    python -m jppo.train                                  # 3DBall (JAX port), configs/3DBall.yaml
+    python -m jppo.train configs/CartPole.yaml --run-id cp --num-seeds 4
+    python -m jppo.train my_mlagents_config.yaml --env 3DBall --set learning_rate=1e-3
+    python -m jppo.train configs/3DBall.yaml --run-id ball --resume
+
+A user's mistake prints one sentence and exits with code 2; nothing is overwritten.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import pathlib
+import sys
+
+from jppo.run_config import RunSettings, UserError, apply_overrides, load, validate_run
+
+DEFAULT_CONFIG = pathlib.Path(__file__).resolve().parent.parent / "configs" / "3DBall.yaml"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m jppo.train",
+        description="Train a PPO agent with jppo. The config is an ML-Agents trainer YAML "
+                    "(accepted as is) with an optional 'jppo:' section.")
+    p.add_argument("config", nargs="?", default=None,
+                   help="trainer config YAML (default: configs/3DBall.yaml)")
+    p.add_argument("--env", help="a JAX environment (3DBall, 3DBallHard, CartPole-v1, "
+                   "Pendulum-v1), a Unity build path, 'editor', or gymnasium:<id>")
+    p.add_argument("--run-id", help="name of the run folder under --results-dir (default: ppo)")
+    p.add_argument("--results-dir", help="where run folders go (default: results)")
+    p.add_argument("--resume", action="store_true", help="continue the run from its last checkpoint")
+    p.add_argument("--force", action="store_true", help="overwrite an existing run folder")
+    p.add_argument("--seed", type=int, help="random seed (seeds seed..seed+N-1 with --num-seeds N)")
+    p.add_argument("--num-envs", type=int, help="parallel environments: JAX copies (one agent each), "
+                   "or Unity worker processes")
+    p.add_argument("--num-seeds", type=int, help="independent agents trained in one compiled program")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="NAME=VALUE",
+                   help="override one hyperparameter, e.g. --set learning_rate=1e-3 (repeatable)")
+    p.add_argument("--stop-after-steps", type=int, metavar="N",
+                   help="stop (with a checkpoint) after about N more steps; continue with --resume")
+    p.add_argument("--no-export", action="store_true", help="do not write the ONNX model at the end")
+    p.add_argument("--quiet", action="store_true", help="no progress bar or log lines")
+    unity = p.add_argument_group("Unity")
+    unity.add_argument("--base-port", type=int, help="first gRPC port (default 5005, editor 5004)")
+    unity.add_argument("--time-scale", type=float, help="Unity time scale (default 20)")
+    unity.add_argument("--no-graphics", action="store_true", help="run Unity builds without graphics")
+    unity.add_argument("--timeout-wait", type=float, help="seconds to wait for Unity (default 60)")
+    return p
+
+
+def resolve(args) -> tuple[RunSettings, str]:
+    """Settings from the YAML with the command line applied on top, and the environment name."""
+    path = pathlib.Path(args.config) if args.config else DEFAULT_CONFIG
+    settings = load(path)
+    changes = {k: v for k, v in {
+        "run_id": args.run_id, "results_dir": args.results_dir, "seed": args.seed,
+        "num_envs": args.num_envs, "num_seeds": args.num_seeds, "base_port": args.base_port,
+        "time_scale": args.time_scale, "timeout_wait": args.timeout_wait,
+    }.items() if v is not None}
+    if args.no_graphics:
+        changes["no_graphics"] = True
+    if args.no_export:
+        changes["export_onnx"] = False
+    settings = validate_run(dataclasses.replace(apply_overrides(settings, args.overrides), **changes))
+    env = args.env or settings.env or settings.behavior
+    if args.stop_after_steps is not None and args.stop_after_steps < 1:
+        raise UserError(f"--stop-after-steps {args.stop_after_steps} is not allowed; give a number "
+                        "of steps >= 1.")
+    return settings, env
+
+
+def is_host_env(env: str) -> bool:
+    """A Unity build, the Unity editor, or a Gymnasium id: driven from the host, not in JAX."""
+    return env == "editor" or env.startswith("gymnasium:") or pathlib.Path(env).exists()
+
+
+def run(args) -> int:
+    from jppo import envs, run_folder
+
+    settings, env = resolve(args)
+    if env not in envs.names() and is_host_env(env):
+        from jppo import host_training
+
+        return host_training.main(settings, env, args)
+    from jppo import jax_driver
+
+    jax_driver.make_env(env, settings.environment_parameters)  # refuse a bad env before any write
+    folder = run_folder.prepare(settings, args.resume, args.force)
+    jax_driver.train(settings, env, folder, quiet=args.quiet, stop_after_steps=args.stop_after_steps)
+    return 0
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return run(args)
+    except UserError as err:
+        print(f"jppo: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
