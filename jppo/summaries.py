@@ -68,10 +68,14 @@ class RunLog:
 
     def write(self, step: int, wall_time: float, per_seed: list[dict]):
         """``per_seed[i]`` maps metric names (keys of ``TAGS``) to floats; NaN means no data."""
+        from tensorboardX.proto.summary_pb2 import Summary
+
         for seed, (writer, values) in enumerate(zip(self._writers, per_seed)):
-            for name, value in values.items():
-                if name in TAGS and not math.isnan(value):
-                    writer.add_scalar(TAGS[name], value, step)
+            # add_scalar would rewrite "Cumulative Reward" as "Cumulative_Reward"; ML-Agents'
+            # dashboards and scripts expect the names with spaces, so the protos are built here.
+            scalars = [Summary.Value(tag=TAGS[name], simple_value=float(value))
+                       for name, value in values.items() if name in TAGS and not math.isnan(value)]
+            writer._get_file_writer().add_summary(Summary(value=scalars), step)
             self._csv.writerow({"step": step, "seed": seed, "wall_time_s": round(wall_time, 3),
                                 **{k: values.get(k, float("nan")) for k in TAGS}})
         self._csv_file.flush()

@@ -1,0 +1,227 @@
+"""python -m jppo.train: bad input gets one sentence and exit code 2; runs resume exactly."""
+import hashlib
+import pathlib
+import struct
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import yaml
+
+from jppo import checkpoint
+from jppo.train import main
+
+TINY = {
+    "behaviors": {"CartPole": {
+        "trainer_type": "ppo",
+        "hyperparameters": {"batch_size": 32, "buffer_size": 128, "learning_rate": 1e-3,
+                            "beta": 1e-3, "epsilon": 0.2, "lambd": 0.95, "num_epoch": 2},
+        "network_settings": {"normalize": True, "hidden_units": 16, "num_layers": 1},
+        "reward_signals": {"extrinsic": {"gamma": 0.99, "strength": 1.0}},
+        "max_steps": 1536, "time_horizon": 64, "summary_freq": 256, "keep_checkpoints": 2,
+        "checkpoint_interval": 512}},
+    "jppo": {"env": "CartPole-v1", "num_envs": 4},
+}
+
+
+def write_config(tmp_path, data=TINY, name="tiny.yaml") -> str:
+    path = tmp_path / name
+    path.write_text(yaml.safe_dump(data) if not isinstance(data, str) else data)
+    return str(path)
+
+
+def run_cli(tmp_path, *args, config=None):
+    config = config or write_config(tmp_path)
+    return main([config, "--results-dir", str(tmp_path / "results"), "--quiet", "--no-export", *args])
+
+
+def tree_digest(folder: pathlib.Path) -> dict:
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def with_changes(path: str, value):
+    """TINY with the key at dotted ``path`` (``B`` stands for behaviors.CartPole) set to ``value``."""
+    data = yaml.safe_load(yaml.safe_dump(TINY))
+    *parents, leaf = path.replace("B.", "behaviors.CartPole.", 1).split(".")
+    node = data
+    for key in parents:
+        node = node.setdefault(key, {})
+    node[leaf] = value
+    return data
+
+
+BAD_CONFIGS = [
+    ("unknown hyperparameter key", with_changes("B.hyperparameters.lr", 0.1),
+     "unknown key 'lr' in behaviors.CartPole.hyperparameters; allowed keys are: batch_size, "),
+    ("unknown top-level key", with_changes("trainer", "x"),
+     "unknown key 'trainer' in the top level; allowed keys are: "),
+    ("wrong type", with_changes("B.hyperparameters.batch_size", "sixty-four"),
+     "batch_size = 'sixty-four' has the wrong type; batch_size must be an integer."),
+    ("value rejected", with_changes("B.reward_signals.extrinsic.gamma", 1.5),
+     "gamma = 1.5 is not allowed; gamma must be a number in (0, 1]."),
+    ("batch larger than buffer", with_changes("B.hyperparameters.batch_size", 256),
+     "batch_size = 256 is larger than buffer_size = 128; batch_size must be <= buffer_size."),
+    ("unknown environment", with_changes("jppo.env", "MountainCar-v9"),
+     "unknown environment 'MountainCar-v9'; known environments are: CartPole-v1, Pendulum-v1, "
+     "3DBall, 3DBallHard; or pass a Unity build path, 'editor', or gymnasium:<id>."),
+    ("unsupported trainer", with_changes("B.trainer_type", "sac"),
+     "behaviors.CartPole.trainer_type = 'sac' is not supported; jppo trains trainer_type 'ppo' only."),
+]
+
+
+@pytest.mark.parametrize("case, data, message", BAD_CONFIGS, ids=[c[0] for c in BAD_CONFIGS])
+def test_bad_config_is_one_sentence_and_exit_code_2(tmp_path, capsys, case, data, message):
+    assert run_cli(tmp_path, config=write_config(tmp_path, data)) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("jppo: error: " + message)
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert not (tmp_path / "results").exists()  # nothing written
+
+
+def test_missing_config_file(tmp_path, capsys):
+    assert main([str(tmp_path / "nope.yaml")]) == 2
+    assert capsys.readouterr().err == (f"jppo: error: config file '{tmp_path / 'nope.yaml'}' does not "
+                                       "exist; give the path of a trainer YAML such as configs/3DBall.yaml.\n")
+
+
+def test_malformed_yaml(tmp_path, capsys):
+    path = write_config(tmp_path, "behaviors:\n  CartPole: [unclosed\n")
+    assert main([path]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"jppo: error: config file '{path}' is malformed YAML at line 3")
+
+
+def test_bad_override_names_the_allowed_names(tmp_path, capsys):
+    assert run_cli(tmp_path, "--set", "learning_rat=1e-3") == 2
+    assert capsys.readouterr().err.startswith(
+        "jppo: error: --set learning_rat: unknown hyperparameter; allowed names are: batch_size, ")
+    assert run_cli(tmp_path, "--set", "learning_rate=-1") == 2
+    assert "learning_rate = -1.0 is not allowed" in capsys.readouterr().err
+
+
+def test_resume_without_a_run(tmp_path, capsys):
+    assert run_cli(tmp_path, "--run-id", "ghost", "--resume") == 2
+    assert capsys.readouterr().err == (f"jppo: error: --resume: run 'ghost' does not exist in "
+                                       f"'{tmp_path / 'results'}'; check --run-id and --results-dir, "
+                                       "or start it without --resume.\n")
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    """One tiny CartPole run to completion (1536 steps, 12 updates), shared by several tests."""
+    tmp = tmp_path_factory.mktemp("run")
+    assert run_cli(tmp, "--run-id", "done") == 0
+    return tmp
+
+
+def test_existing_run_is_refused_and_left_untouched(finished_run, capsys):
+    folder = finished_run / "results" / "done"
+    before = tree_digest(folder)
+    assert run_cli(finished_run, "--run-id", "done") == 2
+    assert capsys.readouterr().err == (f"jppo: error: run 'done' already exists in "
+                                       f"'{finished_run / 'results'}'; use --resume to continue it, "
+                                       "--force to overwrite it, or another --run-id.\n")
+    # A bad config with --force must not delete the old run either.
+    bad = write_config(finished_run, with_changes("B.hyperparameters.batch_size", 512), "bad.yaml")
+    assert run_cli(finished_run, "--run-id", "done", "--force", config=bad) == 2
+    assert tree_digest(folder) == before
+
+
+def test_corrupt_checkpoint_is_refused(finished_run, capsys):
+    folder = finished_run / "results" / "done"
+    last = checkpoint.latest(folder)
+    original = last.read_bytes()
+    try:
+        last.write_bytes(original[: len(original) // 2])
+        before = tree_digest(folder)
+        assert run_cli(finished_run, "--run-id", "done", "--resume") == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"jppo: error: checkpoint '{last}' is corrupt or not a jppo checkpoint")
+        assert tree_digest(folder) == before
+    finally:
+        last.write_bytes(original)
+
+
+def read_event_tags(folder: pathlib.Path) -> set:
+    """Scalar tags in TensorBoard event files (TFRecord framing, parsed with tensorboardX's protos)."""
+    from tensorboardX.proto import event_pb2
+
+    tags = set()
+    for path in folder.glob("events.out.tfevents.*"):
+        data = path.read_bytes()
+        offset = 0
+        while offset < len(data):
+            (length,) = struct.unpack("<Q", data[offset:offset + 8])
+            event = event_pb2.Event.FromString(data[offset + 12:offset + 12 + length])
+            offset += 12 + length + 4
+            tags.update(v.tag for v in event.summary.value)
+    return tags
+
+
+def test_run_folder_contents(finished_run):
+    folder = finished_run / "results" / "done"
+    assert (folder / "configuration.yaml").is_file()
+    resolved = yaml.safe_load((folder / "configuration.yaml").read_text())
+    assert resolved["ppo"]["batch_size"] == 32 and resolved["env"] == "CartPole-v1"
+    rows = (folder / "progress.csv").read_text().splitlines()
+    assert rows[0].startswith("step,seed,wall_time_s,cumulative_reward,episode_length,policy_loss")
+    assert [int(r.split(",")[0]) for r in rows[1:]] == [256 * i for i in range(1, 7)]
+    tags = read_event_tags(folder / "CartPole")
+    for tag in ("Environment/Cumulative Reward", "Environment/Episode Length", "Losses/Policy Loss",
+                "Losses/Value Loss", "Policy/Entropy", "Policy/Learning Rate", "Policy/Epsilon",
+                "Policy/Beta"):
+        assert tag in tags
+    # checkpoint_interval 512 over 1536 steps, keep_checkpoints 2: the last two remain.
+    assert [p.name for p in checkpoint.list_checkpoints(folder)] == [
+        "checkpoint-000001024.msgpack", "checkpoint-000001536.msgpack"]
+    assert (folder / "learning_curve.png").stat().st_size > 1000
+    assert not list(folder.rglob("*.tmp"))
+
+
+def final_state(folder: pathlib.Path):
+    meta, raw = checkpoint.read(checkpoint.latest(folder))
+    return meta["steps"], raw
+
+
+def assert_same_tree(a, b):
+    if isinstance(a, dict):
+        assert a.keys() == b.keys()
+        for k in a:
+            assert_same_tree(a[k], b[k])
+    else:
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_stopped_and_resumed_run_ends_exactly_like_a_straight_run(finished_run):
+    tmp = finished_run
+    assert run_cli(tmp, "--run-id", "split", "--stop-after-steps", "512") == 0
+    split = tmp / "results" / "split"
+    assert checkpoint.latest(split).name == "checkpoint-000000512.msgpack"
+    assert run_cli(tmp, "--run-id", "split", "--resume") == 0
+    steps_a, a = final_state(tmp / "results" / "done")
+    steps_b, b = final_state(split)
+    assert steps_a == steps_b == 1536
+    assert_same_tree(a, b)
+    drop_time = lambda text: [",".join(r.split(",")[:2] + r.split(",")[3:-1]) for r in text.splitlines()]
+    assert drop_time((split / "progress.csv").read_text()) == drop_time(
+        (tmp / "results" / "done" / "progress.csv").read_text())
+
+
+def test_seed_member_zero_equals_a_single_seed_run(finished_run):
+    tmp = finished_run
+    assert run_cli(tmp, "--run-id", "two", "--num-seeds", "2") == 0
+    _, single = final_state(tmp / "results" / "done")
+    _, pair = final_state(tmp / "results" / "two")
+    first = lambda tree: {k: first(v) for k, v in tree.items()} if isinstance(tree, dict) else np.asarray(tree)[0]
+    assert_same_tree(first(single["train"]["params"]), first(pair["train"]["params"]))
+    rows = (tmp / "results" / "two" / "progress.csv").read_text().splitlines()[1:]
+    assert {r.split(",")[1] for r in rows} == {"0", "1"}
+
+
+def test_cli_process_prints_no_traceback(tmp_path):
+    out = subprocess.run([sys.executable, "-m", "jppo.train", str(tmp_path / "missing.yaml")],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2
+    assert "Traceback" not in out.stderr and out.stderr.startswith("jppo: error: config file")
