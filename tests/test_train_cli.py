@@ -185,11 +185,13 @@ def final_state(folder: pathlib.Path):
     return meta["steps"], raw
 
 
-def assert_same_tree(a, b):
+def assert_same_tree(a, b, atol=0.0):
     if isinstance(a, dict):
         assert a.keys() == b.keys()
         for k in a:
-            assert_same_tree(a[k], b[k])
+            assert_same_tree(a[k], b[k], atol)
+    elif atol:
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=atol)
     else:
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 
@@ -215,7 +217,8 @@ def test_seed_member_zero_equals_a_single_seed_run(finished_run):
     _, single = final_state(tmp / "results" / "done")
     _, pair = final_state(tmp / "results" / "two")
     first = lambda tree: {k: first(v) for k, v in tree.items()} if isinstance(tree, dict) else np.asarray(tree)[0]
-    assert_same_tree(first(single["train"]["params"]), first(pair["train"]["params"]))
+    # A batch of two seeds runs batched matmuls, which sum in another order: equal up to rounding.
+    assert_same_tree(first(single["train"]["params"]), first(pair["train"]["params"]), atol=1e-6)
     rows = (tmp / "results" / "two" / "progress.csv").read_text().splitlines()[1:]
     assert {r.split(",")[1] for r in rows} == {"0", "1"}
 
