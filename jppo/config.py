@@ -16,7 +16,7 @@ import jax
 
 SCHEDULES = ("linear", "constant")
 LOSSES = ("clip", "kl_penalty", "a2c")
-NETWORKS = ("mlagents", "seed")
+NETWORKS = ("mlagents", "seed", "cleanrl")
 
 # Floats a sweep may vary (pytree leaves); every other field is static.
 SWEEPABLE = ("learning_rate", "beta", "epsilon", "lambd", "gamma", "strength",

@@ -74,6 +74,8 @@ def _actor_body(g: GraphBuilder, x: str, actor: dict, config: PPOConfig, in_size
             ln = actor[f"LayerNorm_{i}"]
             x = g.op("Tanh", layer_norm(g, x, ln["scale"], ln["bias"], _LAYER_NORM_EPS,
                                         f"actor.LayerNorm_{i}"))
+        elif config.network == "cleanrl":
+            x = g.op("Tanh", x)
         else:
             x = swish(g, x)
         in_size = width

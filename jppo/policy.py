@@ -26,9 +26,7 @@ class Policy:
 
     def forward(self, params, normalizer: obs_norm.NormalizerState, obs: jax.Array):
         """``(distribution, value[...])`` with the normalizer applied before both bodies."""
-        if self.normalize:
-            obs = obs_norm.apply(normalizer, obs, self.obs_clip)
-        return self.model.apply(params, obs)
+        return self.model.apply(params, self._input(normalizer, obs))
 
     def per_dim(self, x: jax.Array) -> jax.Array:
         """Log-probs or entropies as ``[..., D]``: a Categorical's ``[...]`` becomes ``[..., 1]``."""
@@ -46,8 +44,33 @@ class Policy:
         dist, value = self.forward(params, normalizer, obs)
         return self.per_dim(dist.log_prob(actions)), self.per_dim(dist.entropy()), value
 
+    def _input(self, normalizer, obs):
+        return obs_norm.apply(normalizer, obs, self.obs_clip) if self.normalize else obs
+
     def value(self, params, normalizer, obs: jax.Array) -> jax.Array:
-        return self.forward(params, normalizer, obs)[1]
+        """V(obs[..., obs_dim]) without evaluating the actor."""
+        return self.model.apply(params, self._input(normalizer, obs), method="value")
+
+    def sample_noise(self, key: jax.Array, shape: tuple) -> jax.Array:
+        """Standard noise for ``act_with_noise`` at batch ``shape``: N(0, 1) per action dimension
+        (Gaussian), or Gumbel(0, 1) per choice (Categorical: argmax(logits + g) samples it)."""
+        if self.action_spec.is_continuous:
+            return jax.random.normal(key, shape + (self.action_spec.size,))
+        return jax.random.gumbel(key, shape + (self.action_spec.size,))
+
+    def act_with_noise(self, params, normalizer, obs: jax.Array, noise: jax.Array):
+        """``(action, log_prob[..., D])`` from ``sample_noise``'s noise, without the critic.
+
+        The same distribution as ``act``, with the randomness drawn beforehand: a driver can
+        draw a whole rollout's noise in one batched call instead of one PRNG call per step
+        (on CPU each of those is a loop of dozens of small kernels).
+        """
+        dist = self.model.apply(params, self._input(normalizer, obs), method="distribution")
+        if self.action_spec.is_continuous:
+            action = dist.loc + dist.scale * noise
+        else:
+            action = jnp.argmax(dist.logits + noise, axis=-1).astype(jnp.int32)
+        return action, self.per_dim(dist.log_prob(action))
 
     def mode(self, params, normalizer, obs: jax.Array) -> jax.Array:
         """The deterministic action: the Gaussian mean, or the most likely choice."""

@@ -7,13 +7,14 @@ V(next observation); only a real end (termination) zeroes it.
 """
 from __future__ import annotations
 
+import itertools
 from typing import Any, NamedTuple
 
 import flax.struct
 import jax
 import jax.numpy as jnp
 
-from jppo.envs.base import Box, Environment, auto_reset_step
+from jppo.envs.base import Box, Environment, step_or_reset
 from jppo.policy import Policy
 from jppo.update import Rollout
 
@@ -57,20 +58,6 @@ class EpisodeStats(NamedTuple):
     length_sum: jax.Array
 
 
-class _Transition(NamedTuple):
-    obs: jax.Array
-    action: jax.Array
-    log_prob: jax.Array
-    value: jax.Array
-    reward: jax.Array
-    terminated: jax.Array
-    cut: jax.Array  # truncated by the environment's time limit or by time_horizon
-    final_obs: jax.Array
-    done: jax.Array
-    episode_return: jax.Array
-    episode_length: jax.Array
-
-
 def init_runner(env: Environment, env_params, num_envs: int, key: jax.Array) -> RunnerState:
     reset_key, key = jax.random.split(key)
     obs, env_state = jax.vmap(env.reset, in_axes=(0, None))(jax.random.split(reset_key, num_envs),
@@ -82,41 +69,73 @@ def init_runner(env: Environment, env_params, num_envs: int, key: jax.Array) -> 
 
 def make_collect(env: Environment, env_params, policy: Policy, num_steps: int,
                  time_horizon: int):
-    """``collect(params, normalizer, runner) -> (runner, Rollout [T=num_steps, E], EpisodeStats)``."""
-    space = env.action_space(env_params)
-    step_env = jax.vmap(auto_reset_step, in_axes=(None, 0, 0, 0, None))
+    """``collect(params, normalizer, runner) -> (runner, Rollout [T=num_steps, E], EpisodeStats)``.
 
-    def one_step(params, normalizer, runner: RunnerState, _):
-        key, act_key, env_key = jax.random.split(runner.key, 3)
-        action, log_prob, value = policy.act(params, normalizer, runner.obs, act_key)
-        num_envs = runner.obs.shape[0]
-        out = step_env(env, jax.random.split(env_key, num_envs), runner.env_state,
-                       to_env_action(space, action), env_params)
+    Only the actor and the environment run step by step. The rollout's random draws (action
+    noise, reset states, step keys) are made before the scan in a few batched calls, and the
+    critic runs once over all observations after it: on CPU a PRNG call inside the loop is a
+    loop of dozens of small kernels, and T small critic passes cost far more than one big one.
+    """
+    space = env.action_space(env_params)
+    step_env = jax.vmap(step_or_reset, in_axes=(None, 0, 0, 0, 0, None))
+    reset_all = jax.vmap(jax.vmap(env.reset, in_axes=(0, None)), in_axes=(0, None))
+
+    obs_size = env.observation_space(env_params).shape[0]
+    act_size = policy.action_spec.size if policy.action_spec.is_continuous else 1
+    lp_size = policy.action_spec.log_prob_dims
+
+    def one_step(params, normalizer, carry, draws):
+        runner, stats = carry
+        noise, step_keys, reset = draws
+        action, log_prob = policy.act_with_noise(params, normalizer, runner.obs, noise)
+        out = step_env(env, step_keys, runner.env_state, to_env_action(space, action), reset,
+                       env_params)
         done = out.terminated | out.truncated
         episode_return = runner.episode_return + out.reward
         episode_length = runner.episode_length + 1
         since_cut = runner.since_cut + 1
         cut = (out.truncated | (since_cut >= time_horizon)) & ~out.terminated
-        transition = _Transition(runner.obs, action, log_prob, value, out.reward,
-                                 out.terminated, cut, out.final_obs, done, episode_return,
-                                 episode_length)
+        # Per-env sums, reduced once after the scan rather than at every step.
+        finished = lambda x: jnp.where(done, x, 0)
+        stats = EpisodeStats(stats.episodes + done, stats.return_sum + finished(episode_return),
+                             stats.return_sq_sum + finished(jnp.square(episode_return)),
+                             stats.length_sum + finished(episode_length))
+        # One packed row per env: a scan writes each output array once per step, and on CPU
+        # every such write is a kernel of its own.
+        f32 = lambda x: jnp.reshape(x, (x.shape[0], -1)).astype(jnp.float32)
+        packed = jnp.concatenate([f32(runner.obs), f32(out.final_obs), f32(action), f32(log_prob),
+                                  f32(out.reward), f32(out.terminated), f32(cut)], axis=-1)
         runner = RunnerState(out.state, out.obs, jnp.where(done | cut, 0, since_cut),
                              jnp.where(done, 0.0, episode_return),
-                             jnp.where(done, 0, episode_length), key)
-        return runner, transition
+                             jnp.where(done, 0, episode_length), runner.key)
+        return (runner, stats), packed
+
+    def unpack(packed):
+        """The packed rows ``[T, E, width]`` as (obs, final_obs, action, log_prob, reward,
+        terminated, cut)."""
+        sizes = [obs_size, obs_size, act_size, lp_size, 1, 1, 1]
+        parts = jnp.split(packed, list(itertools.accumulate(sizes))[:-1], axis=-1)
+        obs, final_obs, action, log_prob, reward, terminated, cut = parts
+        if not policy.action_spec.is_continuous:
+            action = action[..., 0].astype(jnp.int32)  # choices are small ints: exact in float32
+        return obs, final_obs, action, log_prob, reward[..., 0], terminated[..., 0], cut[..., 0]
 
     def collect(params, normalizer, runner: RunnerState):
-        runner, tr = jax.lax.scan(lambda r, x: one_step(params, normalizer, r, x), runner, None,
-                                  length=num_steps)
-        # V(final obs) for every cut in one batched pass rather than once per step.
-        final_values = jnp.where(tr.cut, policy.value(params, normalizer, tr.final_obs), 0.0)
-        rollout = Rollout(tr.obs, tr.action, tr.log_prob, tr.value, tr.reward,
-                          tr.terminated.astype(jnp.float32),
-                          policy.value(params, normalizer, runner.obs),
-                          tr.cut.astype(jnp.float32), final_values)
-        finished = lambda x: jnp.sum(jnp.where(tr.done, x, 0))
-        stats = EpisodeStats(jnp.sum(tr.done), finished(tr.episode_return),
-                             finished(jnp.square(tr.episode_return)), finished(tr.episode_length))
+        num_envs = runner.obs.shape[0]
+        key, noise_key, step_key, reset_key = jax.random.split(runner.key, 4)
+        draws = (policy.sample_noise(noise_key, (num_steps, num_envs)),
+                 jax.random.split(step_key, (num_steps, num_envs)),
+                 reset_all(jax.random.split(reset_key, (num_steps, num_envs)), env_params))
+        zero, izero = jnp.zeros(num_envs, jnp.float32), jnp.zeros(num_envs, jnp.int32)
+        (runner, stats), packed = jax.lax.scan(lambda c, x: one_step(params, normalizer, c, x),
+                                               (runner.replace(key=key),
+                                                EpisodeStats(izero, zero, zero, izero)), draws)
+        stats = EpisodeStats(*(jnp.sum(x) for x in stats))
+        obs, final_obs, action, log_prob, reward, terminated, cut = unpack(packed)
+        final_values = jnp.where(cut > 0, policy.value(params, normalizer, final_obs), 0.0)
+        rollout = Rollout(obs, action, log_prob, policy.value(params, normalizer, obs), reward,
+                          terminated, policy.value(params, normalizer, runner.obs), cut,
+                          final_values)
         return runner, rollout, stats
 
     return collect

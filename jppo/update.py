@@ -14,11 +14,12 @@ import flax.struct
 import jax
 import jax.numpy as jnp
 import optax
+from jax.flatten_util import ravel_pytree
 
 from jppo import normalizer as obs_norm
 from jppo.config import PPOConfig
 from jppo.gae import gae
-from jppo.losses import adapt_kl_coef, ppo_loss
+from jppo.losses import LossMetrics, adapt_kl_coef, ppo_loss
 from jppo.networks import ActionSpec
 from jppo.optim import make_optimizer, make_schedules
 from jppo.policy import Policy, make_policy
@@ -62,6 +63,10 @@ class Batch(NamedTuple):
 
 @flax.struct.dataclass
 class TrainState:
+    """Everything the update changes. ``opt_state`` belongs to the Optax chain applied to the
+    parameters flattened into one vector (``jax.flatten_util.ravel_pytree``; see
+    ``optimizer_step``), so its moments are flat vectors too."""
+
     params: dict
     opt_state: optax.OptState
     normalizer: obs_norm.NormalizerState
@@ -71,12 +76,15 @@ class TrainState:
 
 
 def init_train_state(key: jax.Array, config: PPOConfig, observation_size: int,
-                     action_spec: ActionSpec) -> TrainState:
-    """Fresh parameters, Adam moments, empty normalizer statistics, step 0."""
+                     action_spec: ActionSpec, params=None) -> TrainState:
+    """Fresh parameters (or the given ``params``, e.g. transferred from torch), Adam moments,
+    empty normalizer statistics, step 0."""
     init_key, state_key = jax.random.split(key)
-    params = make_policy(config, action_spec).init_params(init_key, observation_size)
-    # The optimizer state's structure does not depend on the schedule's horizon.
-    opt_state = make_optimizer(config, 1).init(params)
+    if params is None:
+        params = make_policy(config, action_spec).init_params(init_key, observation_size)
+    # The optimizer runs on the gradient flattened into one vector (see ``optimizer_step``);
+    # its state's structure does not depend on the schedule's horizon.
+    opt_state = make_optimizer(config, 1).init(ravel_pytree(params)[0])
     return TrainState(params, opt_state, obs_norm.init(observation_size), state_key,
                       jnp.zeros((), jnp.int32), jnp.asarray(config.kl_coef, jnp.float32))
 
@@ -100,16 +108,48 @@ def normalized_batch(config: PPOConfig, obs, actions, log_probs, values, advanta
     return Batch(obs, actions, log_probs, values, advantages, returns)
 
 
+# Up to this size a permutation sorts one packed uint32 array (random bits above the index);
+# past it too few random bits would remain, so jax.random.permutation takes over.
+_PACKED_SORT_MAX = 1 << 16
+
+
+def permutations(key: jax.Array, count: int, n: int) -> jax.Array:
+    """``[count, n]``: independent random permutations of ``range(n)``.
+
+    XLA:CPU sorts a single array several times faster than the (key, index) pairs
+    ``jax.random.permutation`` sorts, so for ``n <= 2**16`` the index rides in the low bits of
+    one random uint32. Two samples draw the same high bits with probability <= 2**-16, and
+    such a pair keeps index order: a negligible departure from a uniform shuffle.
+    """
+    if n > _PACKED_SORT_MAX:
+        return jax.vmap(lambda k: jax.random.permutation(k, n))(jax.random.split(key, count))
+    shift = max(1, (n - 1).bit_length())
+    low = jnp.uint32((1 << shift) - 1)
+    bits = jax.random.bits(key, (count, n), jnp.uint32)
+    packed = (bits & ~low) | jnp.arange(n, dtype=jnp.uint32)
+    return (jnp.sort(packed, axis=-1) & low).astype(jnp.int32)
+
+
+def optimizer_step(optimizer: optax.GradientTransformation, grads, opt_state, params):
+    """One optimizer step with the Optax chain applied to the flattened gradient.
+
+    Adam's moments and the global norm are elementwise and whole-vector operations: on one
+    flat vector they are a few kernels, where per parameter array XLA:CPU runs several kernels
+    for each of the network's arrays, and those small kernels dominated a minibatch step.
+    ``opt_state`` is the state of ``optimizer.init(flat_params)``.
+    """
+    flat_grads, unravel = ravel_pytree(grads)
+    updates, opt_state = optimizer.update(flat_grads, opt_state)
+    return optax.apply_updates(params, unravel(updates)), opt_state
+
+
 def minibatch_indices(key: jax.Array, n: int, batch_size: int, num_epoch: int) -> jax.Array:
     """``[num_epoch, n // batch_size, batch_size]`` sample indices: per epoch a fresh permutation
     of ``n`` cut into minibatches, the remainder dropped. The update's order, exposed so a
     reference implementation can replay it."""
     per_epoch = n // batch_size
-
-    def one_epoch(k):
-        return jax.random.permutation(k, n)[: per_epoch * batch_size].reshape(per_epoch, batch_size)
-
-    return jax.vmap(one_epoch)(jax.random.split(key, num_epoch))
+    orders = permutations(key, num_epoch, n)[:, : per_epoch * batch_size]
+    return orders.reshape(num_epoch, per_epoch, batch_size)
 
 
 def make_train_on_batch(config: PPOConfig, action_spec: ActionSpec, total_updates: int):
@@ -139,8 +179,9 @@ def make_train_on_batch(config: PPOConfig, action_spec: ActionSpec, total_update
             epsilon, beta = schedules.epsilon(step), schedules.beta(step)
             (_, metrics), grads = grad_fn(params, state.normalizer, mb, epsilon, beta,
                                           state.kl_coef)
-            updates, opt_state = optimizer.update(grads, opt_state, params)
-            return (optax.apply_updates(params, updates), opt_state, step + 1), metrics
+            params, opt_state = optimizer_step(optimizer, grads, opt_state, params)
+            # One stacked vector per step: the scan stores each output array separately.
+            return (params, opt_state, step + 1), jnp.stack(metrics)
 
         def epoch(carry, order):
             minibatches = jax.tree_util.tree_map(lambda x: x[order], batch)
@@ -150,7 +191,7 @@ def make_train_on_batch(config: PPOConfig, action_spec: ActionSpec, total_update
         orders = minibatch_indices(order_key, n, config.batch_size, config.num_epoch)
         carry = (state.params, state.opt_state, state.step)
         (params, opt_state, step), metrics = jax.lax.scan(epoch, carry, orders)
-        metrics = {name: jnp.mean(value) for name, value in metrics._asdict().items()}
+        metrics = dict(zip(LossMetrics._fields, jnp.mean(metrics, axis=(0, 1))))
         kl_coef = state.kl_coef
         if config.loss == "kl_penalty":
             # PPO1 measures the KL of the finished update on all the data, then adapts.

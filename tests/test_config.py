@@ -21,7 +21,7 @@ from jppo import ConfigError, PPOConfig
      "beta_schedule = 'exp' is not allowed; beta_schedule must be one of 'linear', 'constant' "
      "(or unset, to follow learning_rate_schedule)."),
     (dict(network="resnet"),
-     "network = 'resnet' is not allowed; network must be one of 'mlagents', 'seed'."),
+     "network = 'resnet' is not allowed; network must be one of 'mlagents', 'seed', 'cleanrl'."),
     (dict(loss="ppo3"),
      "loss = 'ppo3' is not allowed; loss must be one of 'clip', 'kl_penalty', 'a2c'."),
     (dict(num_epoch=0), "num_epoch = 0 is not allowed; num_epoch must be an integer >= 1."),

@@ -132,7 +132,7 @@ def test_dynamic_batch_sizes_1_and_37(tmp_path, spec):
 
 
 @pytest.mark.parametrize("preset,normalize", [("mlagents", True), ("seed", True),
-                                              ("seed", False)])
+                                              ("seed", False), ("cleanrl", True)])
 def test_deterministic_actions_equal_the_jax_policy_mode(tmp_path, preset, normalize):
     config, policy, params, state = policy_setup(preset, normalize=normalize)
     obs = raw_obs(state, 37)

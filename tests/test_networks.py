@@ -123,3 +123,19 @@ def test_policy_act_and_evaluate_agree():
         assert log_prob.shape == (7, spec.log_prob_dims) and ent.shape == (7, spec.log_prob_dims)
         np.testing.assert_allclose(lp, log_prob, rtol=1e-6)
         np.testing.assert_allclose(v, value)
+
+
+def test_cleanrl_preset_is_orthogonal_tanh():
+    model, params = init(ActionSpec.discrete(2), preset="cleanrl", hidden=64, layers=2, obs=64)
+    p = params["params"]
+    assert set(p["actor"]) == {"Dense_0", "Dense_1"}
+    k = np.asarray(p["actor"]["Dense_1"]["kernel"])
+    np.testing.assert_allclose(k.T @ k, 2.0 * np.eye(64), atol=1e-4)  # orthogonal, gain sqrt(2)
+    head = np.asarray(p["policy_head"]["kernel"])
+    np.testing.assert_allclose(np.linalg.svd(head, compute_uv=False), 0.01, rtol=1e-4)
+    np.testing.assert_allclose(np.linalg.norm(p["value_head"]["kernel"]), 1.0, rtol=1e-5)
+    _, state = model.apply(params, jnp.full((1, 64), 9.0), mutable=["intermediates"],
+                           capture_intermediates=True)
+    pre = jnp.tanh(jnp.full((1, 64), 9.0) @ p["actor"]["Dense_0"]["kernel"])
+    np.testing.assert_allclose(state["intermediates"]["actor"]["__call__"][0],
+                               jnp.tanh(pre @ k), rtol=1e-5, atol=1e-6)

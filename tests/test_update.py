@@ -168,3 +168,33 @@ def test_minibatch_indices_are_fresh_permutations_per_epoch():
         flat = epoch.reshape(-1)
         assert len(set(flat.tolist())) == 96 and flat.min() >= 0 and flat.max() < 100
     assert not np.array_equal(orders[0], orders[1])
+
+
+@pytest.mark.parametrize("n", [1, 7, 260, 5000, 70_000])
+def test_permutations_are_permutations(n):
+    perms = np.asarray(jppo.update.permutations(jax.random.PRNGKey(3), 3, n))
+    assert perms.shape == (3, n)
+    for p in perms:
+        np.testing.assert_array_equal(np.sort(p), np.arange(n))
+    if n > 7:
+        assert not np.array_equal(perms[0], perms[1])
+
+
+def test_packed_permutations_are_uniform_enough():
+    # Each of 10 items lands in each position about equally often over 20k shuffles.
+    perms = np.asarray(jppo.update.permutations(jax.random.PRNGKey(0), 20_000, 10))
+    counts = np.stack([(perms == i).sum(0) for i in range(10)])  # [item, position]
+    expected = 20_000 / 10
+    assert np.abs(counts - expected).max() < 5 * np.sqrt(expected)
+
+
+def test_init_train_state_accepts_given_params():
+    spec = ActionSpec.continuous(2)
+    fresh = jppo.init_train_state(jax.random.PRNGKey(0), CONFIG, OBS, spec)
+    doubled = jax.tree_util.tree_map(lambda x: 2 * x, fresh.params)
+    given = jppo.init_train_state(jax.random.PRNGKey(0), CONFIG, OBS, spec, params=doubled)
+    for a, b in zip(jax.tree_util.tree_leaves(given.params), jax.tree_util.tree_leaves(doubled)):
+        np.testing.assert_array_equal(a, b)
+    # The optimizer state is over the flattened parameters: Adam's moments are one vector.
+    size = sum(x.size for x in jax.tree_util.tree_leaves(fresh.params))
+    assert [x.shape for x in jax.tree_util.tree_leaves(given.opt_state) if x.ndim] == [(size,), (size,)]

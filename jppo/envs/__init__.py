@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import importlib
 
-from jppo.envs.base import AutoResetStep, Box, Discrete, Environment, auto_reset_step
+from jppo.envs.base import (AutoResetStep, Box, Discrete, Environment, auto_reset_step,
+                            step_or_reset)
 
 # Name -> (module, class). Modules import lazily so one environment's cost is paid only when used.
 _REGISTRY = {
@@ -33,4 +34,4 @@ def make(name: str, **kwargs) -> Environment:
 
 
 __all__ = ["AutoResetStep", "Box", "Discrete", "Environment", "UnknownEnvironmentError",
-           "auto_reset_step", "make", "names"]
+           "auto_reset_step", "make", "names", "step_or_reset"]

@@ -88,8 +88,15 @@ def auto_reset_step(env: Environment, key: jax.Array, state: Any, action: jax.Ar
     branch-free under ``vmap``; the reset costs little next to a policy forward pass.
     """
     key_step, key_reset = jax.random.split(key)
-    obs, next_state, reward, terminated, truncated, info = env.step(key_step, state, action, params)
-    reset_obs, reset_state = env.reset(key_reset, params)
+    return step_or_reset(env, key_step, state, action, env.reset(key_reset, params), params)
+
+
+def step_or_reset(env: Environment, key: jax.Array, state: Any, action: jax.Array,
+                  reset: tuple, params: Any = None) -> AutoResetStep:
+    """``auto_reset_step`` with the reset ``(obs, state)`` computed beforehand, so a driver can
+    draw a whole rollout's resets in one batched call outside its loop."""
+    obs, next_state, reward, terminated, truncated, info = env.step(key, state, action, params)
+    reset_obs, reset_state = reset
     done = jnp.logical_or(terminated, truncated)
     pick = lambda a, b: jnp.where(jnp.reshape(done, done.shape + (1,) * (jnp.ndim(a) - jnp.ndim(done))), a, b)
     new_state = jax.tree_util.tree_map(pick, reset_state, next_state)
