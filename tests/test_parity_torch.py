@@ -92,7 +92,9 @@ def test_gae_advantages_and_returns_match():
 
 @pytest.mark.parametrize("case", NETS, ids=ids(NETS))
 def test_log_probs_entropy_and_values_match(case):
-    assert_under(ph.forward_errors(case), TOL["forward"])
+    errors = ph.forward_errors(case)
+    assert_under({k: v for k, v in errors.items() if k != "value"}, TOL["forward"])
+    assert_under({"value": errors["value"]}, TOL["value"])
 
 
 @pytest.mark.parametrize("case", LOSSES, ids=ids(LOSSES))
