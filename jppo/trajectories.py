@@ -1,0 +1,296 @@
+"""Per-agent experience from host environments, cut into trajectories, and the update they feed.
+
+``TrajectoryAssembler`` follows ML-Agents' ``AgentProcessor``: an agent's experience is
+``(obs it decided on, raw action, log-prob, reward that followed)``, completed when the agent
+next appears, as a deciding or a terminal agent. Terminal agents are processed before deciding
+ones, so an id that is in both (it ended and was reset in one message) closes its episode and
+then starts a new one. A trajectory is emitted when the episode ends or when it reaches
+``time_horizon`` experiences; it carries the observation after its last step and whether the
+episode *really* ended there (``done``: nothing to bootstrap). An interrupted episode (a time
+limit) and a time-horizon cut are not done: GAE bootstraps from V(next observation).
+
+``UpdateBuffer`` queues trajectories and hands out exactly ``buffer_size`` experiences at a
+time as one flat ``FlatBuffer``; a trajectory that straddles the cut is split, its head ending
+in a cut (bootstrapping from the tail's first observation) and its tail waiting for the next
+update. A fixed size means one compiled update for the whole run; ML-Agents instead takes
+everything it holds once it passes buffer_size, a length that changes every update.
+
+``make_buffer_update`` is the learning step on a ``FlatBuffer``: normalizer update over the
+buffer's observations, then values, GAE per trajectory (``jppo.gae`` with the trajectory ends
+as dones or truncations), advantage normalization over the buffer, and the same
+``make_train_on_batch`` epochs the JAX driver runs. One jitted program per run.
+"""
+from __future__ import annotations
+
+from collections import deque
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jppo import normalizer as obs_norm
+from jppo.config import PPOConfig
+from jppo.gae import gae
+from jppo.networks import ActionSpec
+from jppo.policy import make_policy
+from jppo.update import TrainState, make_train_on_batch, normalized_batch
+from jppo.vec_env import AgentSteps
+
+
+class Trajectory(NamedTuple):
+    """T consecutive experiences of one agent.
+
+    ``obs`` ``[T, D]`` float32 (what each action was chosen from), ``actions`` ``[T, A]``
+    float32 raw samples or ``[T]`` int32, ``log_probs`` ``[T, Dl]`` at acting time,
+    ``rewards`` ``[T]`` (the reward that followed each action), ``next_obs`` ``[D]`` (the
+    observation after step T-1: the final one if the episode ended), ``done`` (the episode
+    really ended after step T-1: no bootstrap), ``agent`` ``(worker, agent id)``.
+    """
+
+    obs: np.ndarray
+    actions: np.ndarray
+    log_probs: np.ndarray
+    rewards: np.ndarray
+    next_obs: np.ndarray
+    done: bool
+    agent: tuple
+
+    def __len__(self) -> int:  # the number of experiences, not of fields
+        return int(self.rewards.shape[0])
+
+
+class Episode(NamedTuple):
+    """A finished episode: ``reward`` summed over its experiences, ``length`` experiences."""
+
+    reward: float
+    length: int
+
+
+class TrajectoryAssembler:
+    """Experience of every agent of one behavior across the workers of a ``VecEnv``.
+
+    Call ``observe(worker, steps)`` for each worker's report, then ``act(worker, ids, actions,
+    log_probs)`` with what the policy chose for that report's deciding agents. Agent state
+    lives in slots of preallocated arrays, so a step costs a few vectorized numpy operations
+    whatever the number of agents.
+    """
+
+    def __init__(self, time_horizon: int, obs_size: int, action_spec: ActionSpec):
+        self.time_horizon = int(time_horizon)
+        self.obs_size = obs_size
+        self._action_shape = (action_spec.size,) if action_spec.is_continuous else ()
+        self._action_dtype = np.float32 if action_spec.is_continuous else np.int32
+        self._log_prob_dims = action_spec.log_prob_dims
+        self._slot: dict[tuple, int] = {}
+        self._free: list[int] = []
+        self._slots = self._steps = 0
+        self._allocate(8, min(self.time_horizon, 64))
+
+    # ------------------------------------------------------------------ storage
+
+    def _allocate(self, slots: int, steps: int) -> None:
+        """Grow the arrays to ``slots`` agents x ``steps`` experiences, keeping the contents."""
+        def grown(old, shape, dtype):
+            new = np.zeros(shape, dtype)
+            if old is not None:
+                new[tuple(slice(0, n) for n in old.shape)] = old
+            return new
+
+        get = lambda name: getattr(self, name, None)
+        self._obs = grown(get("_obs"), (slots, steps, self.obs_size), np.float32)
+        self._actions = grown(get("_actions"), (slots, steps) + self._action_shape, self._action_dtype)
+        self._log_probs = grown(get("_log_probs"), (slots, steps, self._log_prob_dims), np.float32)
+        self._rewards = grown(get("_rewards"), (slots, steps), np.float32)
+        self._cursor = grown(get("_cursor"), (slots,), np.int64)  # experiences completed
+        self._pending = grown(get("_pending"), (slots,), bool)  # acted, outcome not seen yet
+        self._episode_reward = grown(get("_episode_reward"), (slots,), np.float64)
+        self._episode_length = grown(get("_episode_length"), (slots,), np.int64)
+        self._free.extend(range(slots - 1, self._slots - 1, -1))
+        self._slots, self._steps = slots, steps
+
+    def _slot_of(self, worker: int, agent: int) -> int:
+        slot = self._slot.get((worker, agent))
+        if slot is None:
+            if not self._free:
+                self._allocate(2 * self._slots, self._steps)
+            slot = self._slot[(worker, agent)] = self._free.pop()
+        return slot
+
+    def _release(self, slot: int) -> None:
+        self._cursor[slot] = 0
+        self._pending[slot] = False
+        self._episode_reward[slot] = 0.0
+        self._episode_length[slot] = 0
+        self._free.append(slot)
+
+    def _emit(self, slot: int, agent: tuple, next_obs: np.ndarray, done: bool) -> Trajectory:
+        n = int(self._cursor[slot])
+        self._cursor[slot] = 0
+        return Trajectory(self._obs[slot, :n].copy(), self._actions[slot, :n].copy(),
+                          self._log_probs[slot, :n].copy(), self._rewards[slot, :n].copy(),
+                          np.array(next_obs, np.float32), bool(done), agent)
+
+    def _complete(self, slots: np.ndarray, rewards: np.ndarray) -> None:
+        """The pending experiences of ``slots`` end with ``rewards``."""
+        self._rewards[slots, self._cursor[slots]] = rewards
+        self._episode_reward[slots] += rewards
+        self._episode_length[slots] += 1
+        self._cursor[slots] += 1
+        self._pending[slots] = False
+
+    # ------------------------------------------------------------------ steps
+
+    @property
+    def agents(self) -> int:
+        """Agents being tracked (seen deciding and not ended since)."""
+        return len(self._slot)
+
+    def observe(self, worker: int, steps: AgentSteps) -> tuple[list[Trajectory], list[Episode], int]:
+        """One worker's report: ``(trajectories completed, episodes finished, experiences
+        completed)``, trajectories in ML-Agents' order (terminal agents, then deciding ones)."""
+        trajectories, episodes, experiences = [], [], 0
+        for j, agent in enumerate(steps.terminal_ids.tolist()):
+            slot = self._slot.pop((worker, agent), None)
+            if slot is None:
+                continue  # ended before its first decision: no experience
+            if self._pending[slot]:
+                self._complete(np.array([slot]), steps.terminal_rewards[j:j + 1])
+                experiences += 1
+                episodes.append(Episode(float(self._episode_reward[slot]),
+                                        int(self._episode_length[slot])))
+                trajectories.append(self._emit(slot, (worker, agent), steps.terminal_obs[j],
+                                               done=not steps.interrupted[j]))
+            self._release(slot)
+        ids = steps.decision_ids.tolist()
+        if not ids:
+            return trajectories, episodes, experiences
+        slots = np.array([self._slot_of(worker, a) for a in ids])
+        pending = self._pending[slots]
+        if pending.any():
+            done_slots = slots[pending]
+            self._complete(done_slots, steps.decision_rewards[pending])
+            experiences += len(done_slots)
+            for j in np.flatnonzero(pending)[self._cursor[done_slots] >= self.time_horizon]:
+                trajectories.append(self._emit(int(slots[j]), (worker, ids[j]),
+                                               steps.decision_obs[j], done=False))
+        if self._cursor[slots].max() >= self._steps:
+            self._allocate(self._slots, min(self.time_horizon, 2 * self._steps))
+        self._obs[slots, self._cursor[slots]] = steps.decision_obs
+        return trajectories, episodes, experiences
+
+    def act(self, worker: int, ids: np.ndarray, actions: np.ndarray, log_probs: np.ndarray) -> None:
+        """Record what the deciding agents ``ids`` of ``worker``'s last report were given."""
+        slots = np.array([self._slot[(worker, a)] for a in np.asarray(ids).tolist()], np.int64)
+        if len(slots) == 0:
+            return
+        cursor = self._cursor[slots]
+        self._actions[slots, cursor] = actions
+        self._log_probs[slots, cursor] = log_probs
+        self._pending[slots] = True
+
+
+class FlatBuffer(NamedTuple):
+    """``B`` experiences laid end to end, trajectory after trajectory.
+
+    ``obs`` ``[B, D]``, ``actions`` ``[B, A]`` or ``[B]``, ``log_probs`` ``[B, Dl]``,
+    ``rewards`` ``[B]``; ``dones`` ``[B]`` 1 at the last step of a trajectory whose episode
+    really ended; ``truncations`` ``[B]`` 1 at the last step of any other trajectory, which
+    bootstraps from V(``final_obs`` ``[B, D]``) (zeros elsewhere). Every trajectory's last step
+    carries one of the two flags, so GAE never runs from one trajectory into the next.
+    """
+
+    obs: np.ndarray
+    actions: np.ndarray
+    log_probs: np.ndarray
+    rewards: np.ndarray
+    dones: np.ndarray
+    truncations: np.ndarray
+    final_obs: np.ndarray
+
+
+class UpdateBuffer:
+    """Trajectories waiting for an update; ``take()`` returns exactly ``size`` experiences."""
+
+    def __init__(self, size: int):
+        self.size = size
+        self._queue: deque[Trajectory] = deque()
+        self.count = 0
+
+    def add(self, trajectory: Trajectory) -> None:
+        if len(trajectory):
+            self._queue.append(trajectory)
+            self.count += len(trajectory)
+
+    def ready(self) -> bool:
+        return self.count >= self.size
+
+    def take(self) -> FlatBuffer:
+        """The oldest ``size`` experiences; the trajectory crossing the cut is split."""
+        if not self.ready():
+            raise ValueError(f"the buffer holds {self.count} experiences, fewer than {self.size}")
+        parts, n = [], 0
+        while n < self.size:
+            t = self._queue.popleft()
+            room = self.size - n
+            if len(t) > room:
+                head = Trajectory(t.obs[:room], t.actions[:room], t.log_probs[:room],
+                                  t.rewards[:room], t.obs[room], False, t.agent)
+                tail = Trajectory(t.obs[room:], t.actions[room:], t.log_probs[room:],
+                                  t.rewards[room:], t.next_obs, t.done, t.agent)
+                self._queue.appendleft(tail)
+                t = head
+            parts.append(t)
+            n += len(t)
+        self.count -= self.size
+        ends = np.cumsum([len(t) for t in parts]) - 1
+        dones = np.zeros(self.size, np.float32)
+        truncations = np.zeros(self.size, np.float32)
+        final_obs = np.zeros((self.size, parts[0].obs.shape[1]), np.float32)
+        for end, t in zip(ends, parts):
+            if t.done:
+                dones[end] = 1.0
+            else:
+                truncations[end] = 1.0
+                final_obs[end] = t.next_obs
+        cat = lambda name: np.concatenate([getattr(t, name) for t in parts])
+        return FlatBuffer(cat("obs"), cat("actions"), cat("log_probs"), cat("rewards"), dones,
+                          truncations, final_obs)
+
+
+def gae_targets(config: PPOConfig, buffer: FlatBuffer, values: jax.Array, final_values: jax.Array):
+    """``(advantages [B], returns [B])`` of every trajectory in ``buffer``: ``jppo.gae`` with
+    each trajectory's last step as a done (no bootstrap) or a truncation bootstrapping from
+    ``final_values`` = V(``final_obs``); ``values`` ``[B]`` = V(``obs``). Rewards are scaled by
+    the extrinsic ``strength``."""
+    return gae(buffer.rewards * config.strength, values, buffer.dones, jnp.zeros(()),
+               gamma=config.gamma, lam=config.lambd, truncations=buffer.truncations,
+               final_values=final_values)
+
+
+def make_buffer_update(config: PPOConfig, action_spec: ActionSpec, total_updates: int):
+    """``(train_state, FlatBuffer) -> (train_state, metrics)``, not jitted.
+
+    As ML-Agents' ``_process_trajectory``: the normalizer first takes in the observations,
+    then values are computed with it (the stored acting-time values are not used), then GAE per
+    trajectory; ``total_updates`` is the schedules' horizon in Adam steps.
+    """
+    policy = make_policy(config, action_spec)
+    train_on_batch = make_train_on_batch(config, action_spec, total_updates)
+
+    def update(state: TrainState, buffer: FlatBuffer):
+        normalizer = state.normalizer
+        if config.normalize:
+            normalizer = obs_norm.update(normalizer, buffer.obs)
+        values = policy.value(state.params, normalizer, buffer.obs)
+        final_values = policy.value(state.params, normalizer, buffer.final_obs)
+        advantages, returns = gae_targets(config, buffer, values, final_values)
+        batch = normalized_batch(config, buffer.obs, buffer.actions, buffer.log_probs, values,
+                                 advantages, returns)
+        return train_on_batch(state.replace(normalizer=normalizer), batch)
+
+    return update
+
+
+__all__ = ["Episode", "FlatBuffer", "Trajectory", "TrajectoryAssembler", "UpdateBuffer",
+           "gae_targets", "make_buffer_update"]

@@ -1,0 +1,169 @@
+"""Host-side vector environments whose agents come and go (Unity scenes, Gymnasium vectors).
+
+One *worker* is one environment instance (a Unity process, a Gymnasium vector); it holds any
+number of agents per *behavior*. After every step a worker reports, per behavior, an
+``AgentSteps``: the agents that request a decision now and the agents whose episode ended since
+the last report (one agent id may be in both: it ended, was reset and decides again). Actions
+go back keyed by agent id, as the policy's raw output; each adapter maps them onto what its
+environment accepts (Unity: ``clamp(a, -3, 3) / 3``).
+
+    reports = env.reset()                  # [ {behavior: AgentSteps} per worker ]
+    env.send({w: {behavior: Actions}})     # workers w step (each answered its last report)
+    ready = env.receive()                  # {w: {behavior: AgentSteps}}: every worker that has
+                                           # answered by now, at least one
+    env.close()
+
+Workers step independently: the caller acts for whichever workers have answered while the
+others still step (``step`` is the lock-step convenience: all send, all receive). Failures are
+``EnvFault`` with one sentence naming the cause.
+"""
+from __future__ import annotations
+
+import abc
+import dataclasses
+from typing import Mapping, NamedTuple, Sequence
+
+import numpy as np
+
+from jppo.networks import ActionSpec
+
+
+class AgentSteps(NamedTuple):
+    """One worker's agents of one behavior after a step (n deciding, m terminal).
+
+    - ``decision_ids``: ``[n]`` int, agents requesting an action now;
+    - ``decision_obs``: ``[n, obs]`` float32, their observations;
+    - ``decision_rewards``: ``[n]`` float32, reward since each agent's previous decision;
+    - ``terminal_ids``: ``[m]`` int, agents whose episode ended since the last report;
+    - ``terminal_obs``: ``[m, obs]`` float32, their final observations;
+    - ``terminal_rewards``: ``[m]`` float32, their last rewards;
+    - ``interrupted``: ``[m]`` bool, True where a time limit ended the episode (bootstrap),
+      False where it really ended (no bootstrap).
+    """
+
+    decision_ids: np.ndarray
+    decision_obs: np.ndarray
+    decision_rewards: np.ndarray
+    terminal_ids: np.ndarray
+    terminal_obs: np.ndarray
+    terminal_rewards: np.ndarray
+    interrupted: np.ndarray
+
+    @staticmethod
+    def empty(obs_size: int) -> "AgentSteps":
+        ids, obs, f = np.zeros(0, np.int64), np.zeros((0, obs_size), np.float32), np.zeros(0, np.float32)
+        return AgentSteps(ids, obs, f, ids, obs, f, np.zeros(0, bool))
+
+
+class Actions(NamedTuple):
+    """Actions for one worker's behavior: ``ids`` ``[n]`` and ``values`` ``[n, A]`` float (the
+    raw Gaussian sample) or ``[n]`` int (a discrete choice), row i for agent ``ids[i]``."""
+
+    ids: np.ndarray
+    values: np.ndarray
+
+
+@dataclasses.dataclass(frozen=True)
+class BehaviorSpec:
+    """What a behavior observes and does, as the environment declares it.
+
+    ``observation_shapes``: one shape per sensor; ``continuous_size`` and ``discrete_branches``
+    as in ML-Agents (a Gymnasium Discrete(n) is one branch of n).
+    """
+
+    name: str
+    observation_shapes: tuple
+    continuous_size: int
+    discrete_branches: tuple = ()
+
+    def action_spec(self) -> ActionSpec | None:
+        """jppo's ActionSpec, or None where jppo cannot train it (hybrid, several branches)."""
+        if self.continuous_size > 0 and not self.discrete_branches:
+            return ActionSpec.continuous(self.continuous_size)
+        if self.continuous_size == 0 and len(self.discrete_branches) == 1:
+            return ActionSpec.discrete(self.discrete_branches[0])
+        return None
+
+    def describe_actions(self) -> str:
+        parts = []
+        if self.continuous_size:
+            parts.append(f"{self.continuous_size} continuous")
+        if self.discrete_branches:
+            parts.append(f"discrete branches {list(self.discrete_branches)}")
+        return " and ".join(parts) or "no actions"
+
+
+class EnvFault(Exception):
+    """An environment failure; ``str(fault)`` is one sentence naming the cause.
+
+    ``kind``: "timeout" (no answer within the wait), "in_use" (port taken), "exited" (the
+    process ended), "nan" (NaN or Inf in what it sent), "shape" (observations or actions of an
+    unexpected shape), "behaviors" (more than one behavior, or an unknown one), "unity" (any
+    other error the environment reported), "config" (the environment cannot be made as asked).
+    ``worker`` is the index of the failing worker, where one is to blame.
+    """
+
+    def __init__(self, kind: str, message: str, worker: int | None = None):
+        super().__init__(message)
+        self.kind, self.worker = kind, worker
+
+
+class VecEnv(abc.ABC):
+    """Workers stepped together; see the module docstring."""
+
+    num_workers: int
+    specs: dict  # behavior name -> BehaviorSpec, every behavior seen so far
+    description: str  # for messages: "Unity worker", "Gymnasium vector"
+
+    @abc.abstractmethod
+    def reset(self) -> list[dict[str, AgentSteps]]:
+        """Start every worker; the first report of each."""
+
+    @abc.abstractmethod
+    def send(self, actions: Mapping[int, dict[str, Actions]]) -> None:
+        """Step workers ``w`` with the actions for the agents that requested them in their last
+        report (an empty dict where none did: the worker still steps)."""
+
+    @abc.abstractmethod
+    def receive(self) -> dict[int, dict[str, AgentSteps]]:
+        """The next report of every stepping worker that has answered, waiting for at least one."""
+
+    def step(self, actions: Sequence[dict[str, Actions]]) -> list[dict[str, AgentSteps]]:
+        """All workers step together: ``actions[w]`` for worker w; their reports in order."""
+        self.send(dict(enumerate(actions)))
+        got: dict[int, dict[str, AgentSteps]] = {}
+        while len(got) < len(actions):
+            got.update(self.receive())
+        return [got[w] for w in range(len(actions))]
+
+    @abc.abstractmethod
+    def close(self) -> None:
+        """Stop every worker; safe to call twice and after a fault."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def order_actions(actions: Actions, decision_ids: np.ndarray, worker: int, behavior: str) -> np.ndarray:
+    """``actions.values`` reordered to follow ``decision_ids`` (the environment's order).
+
+    Every agent that requested a decision needs exactly one action; anything else is a bug in
+    the caller, raised as ValueError.
+    """
+    ids = np.asarray(actions.ids)
+    if len(ids) == len(decision_ids) and np.array_equal(ids, decision_ids):
+        return np.asarray(actions.values)
+    position = {int(a): i for i, a in enumerate(ids)}
+    if len(position) != len(ids) or set(position) != {int(a) for a in decision_ids}:
+        raise ValueError(f"worker {worker}, behavior {behavior!r}: actions for agents "
+                         f"{sorted(position)} but agents {sorted(int(a) for a in decision_ids)} "
+                         "requested decisions")
+    return np.asarray(actions.values)[[position[int(a)] for a in decision_ids]]
+
+
+def to_unit_range(raw: np.ndarray, clamp: float = 3.0) -> np.ndarray:
+    """ML-Agents' continuous action for the environment: ``clamp(a, -3, 3) / 3`` (float32)."""
+    return (np.clip(raw, -clamp, clamp) / clamp).astype(np.float32)

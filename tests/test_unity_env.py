@@ -1,0 +1,118 @@
+"""UnityVecEnv's pieces that need no Unity: the worker script's isolation, the checks on what
+workers declare, and the wording of each fault."""
+import subprocess
+import sys
+
+import pytest
+
+from jppo import unity_env
+from jppo.unity_env import UnityVecEnv
+from jppo.vec_env import BehaviorSpec, EnvFault
+
+B = "3DBall?team=0"
+
+
+def test_worker_script_imports_neither_jax_nor_jppo():
+    """Run as a script the worker starts in 0.7 s and 60 MB, not the 3 s and 240 MB of JAX."""
+    out = subprocess.run(
+        [sys.executable, "-c", "import runpy, sys; "
+         f"runpy.run_path({str(unity_env.WORKER_SCRIPT)!r}, run_name='not_main'); "
+         "import mlagents_envs.environment; print('jax' in sys.modules, 'jppo' in sys.modules)"],
+        capture_output=True, text=True, timeout=60, cwd="/")
+    assert out.stdout.split() == ["False", "False"], out.stderr
+
+
+def test_workers_must_declare_the_same_behavior():
+    env = UnityVecEnv(None, 2, 6000)
+    env._check_specs(0, ((B, ((8,),), 2, ()),))
+    env._check_specs(1, ((B, ((8,),), 2, ()),))  # the same again: fine
+    assert env.specs == {B: BehaviorSpec(B, ((8,),), 2, ())}
+    with pytest.raises(EnvFault) as fault:
+        env._check_specs(1, ((B, ((7,),), 2, ()),))
+    assert fault.value.kind == "shape" and fault.value.worker == 1
+    assert str(fault.value) == (
+        "Unity worker 1 (port 6001) declares behavior '3DBall?team=0' with observations [(7,)] "
+        "and 2 continuous actions, but another worker declared [(8,)] and 2 continuous; every "
+        "worker must run the same scene.")
+
+
+@pytest.mark.parametrize("file_name, kind, text, starting, message", [
+    ("build/3DBall.x86_64", "exited", "Environment shut down with return code -9 (SIGKILL).", False,
+     "Unity worker 1 (port 5006) ended unexpectedly (Environment shut down with return code -9 (SIGKILL))"),
+    ("build/3DBall.x86_64", "timeout", "...", True,
+     "Unity worker 1 (port 5006) did not answer within 5 s after starting 'build/3DBall.x86_64': "
+     "check that it is a build of a scene with ML-Agents, or raise --timeout-wait"),
+    (None, "timeout", "...", False,
+     "Unity worker 1 (port 5005) stopped answering for 5 s: Unity crashed, froze or was closed"),
+    (None, "in_use", "...", True,
+     "port 5005 is already in use (another training run or Unity environment holds it): stop it "
+     "or pass another --base-port"),
+])
+def test_fault_messages_name_the_worker_and_the_cause(file_name, kind, text, starting, message):
+    env = UnityVecEnv(file_name, 2, None, timeout_wait=5)
+    fault = env._fault(1, kind, text, starting)
+    assert (fault.kind, fault.worker, str(fault)) == (kind, 1, message)
+
+
+class _Specs:
+    """What ``pick_behavior`` reads of a VecEnv."""
+
+    def __init__(self, *specs):
+        self.specs = {s.name: s for s in specs}
+
+
+@pytest.mark.parametrize("specs, message", [
+    ((BehaviorSpec("Walker?team=0", ((8,),), 2),),
+     "the scene's behavior is 'Walker' but the config trains '3DBall'; name the behavior in the "
+     "config's 'behaviors' section as in Behavior Parameters."),
+    ((BehaviorSpec(B, ((8,), (84, 84, 3)), 2),),
+     "behavior '3DBall?team=0' observes [(8,), (84, 84, 3)]; jppo trains behaviors with one vector "
+     "observation (one Vector Observation, no other sensors)."),
+    ((BehaviorSpec(B, ((8,),), 2, (3,)),),
+     "behavior '3DBall?team=0' acts with 2 continuous and discrete branches [3] actions; jppo "
+     "trains continuous actions or one discrete branch."),
+    ((), "the environment has 0 behaviors (none); jppo trains one behavior at a time, so give the "
+         "others a model or Heuristic Only in Behavior Parameters."),
+])
+def test_behaviors_jppo_cannot_train_are_named(specs, message):
+    from jppo.host_training import pick_behavior
+    from jppo.run_config import load
+    from jppo.train import DEFAULT_CONFIG
+
+    with pytest.raises(EnvFault) as fault:
+        pick_behavior(_Specs(*specs), load(DEFAULT_CONFIG), "editor")
+    assert str(fault.value) == message
+
+
+def test_the_one_behavior_is_picked_with_its_sizes():
+    from jppo.host_training import pick_behavior
+    from jppo.run_config import load
+    from jppo.train import DEFAULT_CONFIG
+
+    got = pick_behavior(_Specs(BehaviorSpec(B, ((8,),), 2)), load(DEFAULT_CONFIG), "editor")
+    assert got == (B, 8, ("continuous", 2))
+    got = pick_behavior(_Specs(BehaviorSpec("CartPole", ((4,),), 0, (2,))), load(DEFAULT_CONFIG),
+                        "gymnasium:CartPole-v1")  # no name check: Gymnasium has no behavior names
+    assert got == ("CartPole", 4, ("discrete", 2))
+
+
+def test_unity_workers_come_from_num_envs_or_env_settings_never_from_jppo_num_envs(tmp_path):
+    import argparse
+
+    import yaml
+
+    from jppo.host_training import num_workers
+    from jppo.run_config import load
+    from jppo.train import DEFAULT_CONFIG
+
+    data = yaml.safe_load(DEFAULT_CONFIG.read_text())  # jppo.num_envs: 12 (JAX copies)
+    plain = tmp_path / "plain.yaml"
+    plain.write_text(yaml.safe_dump(data))
+    data["env_settings"] = {"num_envs": 3}
+    with_env = tmp_path / "env.yaml"
+    with_env.write_text(yaml.safe_dump(data))
+    args = lambda path, n=None: argparse.Namespace(config=str(path), num_envs=n)
+    assert num_workers(load(plain), "editor", args(plain)) == 1
+    assert num_workers(load(with_env), "builds/3DBall.x86_64", args(with_env)) == 3
+    assert num_workers(load(with_env), "editor", args(with_env, 2)) == 2
+    assert num_workers(load(plain), "gymnasium:CartPole-v1", args(plain)) == 12
