@@ -3,7 +3,7 @@
 Both train the same environment with the same hyperparameters and the same initial weights:
 
 - ``CartPole``: configs/CartPole.yaml (4 envs x 128 steps = 512 steps per update, 4 epochs of
-  4 minibatches, 64 x 64 LayerNorm-Tanh, lr 2.5e-4 ...); ``--cartpole-updates`` (50) updates,
+  4 minibatches, 64 x 64 Tanh (the cleanrl preset), lr 2.5e-4 ...); ``--cartpole-updates`` (50) updates,
   25,600 steps. Goal (a benchmark figure, not a test): jppo at least 50 x the torch loop's
   steps per second.
 - ``3DBall``: configs/3DBall.yaml (the JAX port, 12 envs x 1000 steps = 12,000 steps per update,

@@ -19,11 +19,13 @@ from parity_helpers import Case, TOL  # noqa: E402
 from jppo.reference import torch_ppo as ref  # noqa: E402
 from jppo.reference.transfer import flax_to_torch, load_flax_params, torch_to_flax  # noqa: E402
 
-NETS = [Case("seed", "continuous"), Case("mlagents", "continuous"), Case("seed", "discrete"),
+NETS = [Case("seed", "continuous"), Case("mlagents", "continuous"), Case("cleanrl", "discrete"),
+        Case("seed", "discrete"),
         Case("mlagents", "discrete")]
 LOSSES = NETS + [Case(loss="kl_penalty"), Case(loss="a2c"), Case(clip_value=False)]
 UPDATES = [Case("seed", "continuous"), Case("mlagents", "continuous", max_grad_norm=0.5),
-           Case("seed", "discrete", loss="kl_penalty"), Case("mlagents", "discrete")]
+           Case("seed", "discrete", loss="kl_penalty"), Case("mlagents", "discrete"),
+           Case("cleanrl", "discrete", max_grad_norm=0.5)]
 
 
 def ids(cases):

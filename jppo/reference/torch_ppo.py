@@ -49,6 +49,8 @@ def body(obs_size: int, hidden_units: int, num_layers: int, preset: str,
         if preset == "seed":
             layers[f"norm{i}"] = nn.LayerNorm(hidden_units, eps=layer_norm_eps)
             layers[f"tanh{i}"] = nn.Tanh()
+        elif preset == "cleanrl":
+            layers[f"tanh{i}"] = nn.Tanh()
         else:
             layers[f"swish{i}"] = nn.SiLU()  # Swish: x * sigmoid(x)
         width = hidden_units
@@ -87,6 +89,14 @@ class ActorCritic(nn.Module):
             for layer in linears:
                 nn.init.normal_(layer.weight, 0.0, 0.1)
                 nn.init.constant_(layer.bias, 0.1)
+            return
+        if self.preset == "cleanrl":
+            # CleanRL's layer_init: orthogonal, gain sqrt(2) hidden, 0.01 policy, 1 value.
+            for layer in linears:
+                nn.init.orthogonal_(layer.weight, 2.0 ** 0.5)
+                nn.init.zeros_(layer.bias)
+            nn.init.orthogonal_(self.policy_head.weight, 0.01)
+            nn.init.orthogonal_(self.value_head.weight, 1.0)
             return
         # ML-Agents: He-normal (kaiming_normal_, gain sqrt(2)) scaled per layer, zero biases.
         for layer in linears:

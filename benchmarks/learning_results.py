@@ -1,0 +1,131 @@
+"""Full-length learning results of the shipped configs, many seeds in one compiled program.
+
+For each environment: train N seeds (vmapped) for the config's max_steps, record the mean
+episode return per summary period for every seed, then score each final policy on fresh
+episodes (stochastic, as ML-Agents reports rewards). Writes, per environment,
+results/learning_<env>.json and a curve PNG.
+
+    python benchmarks/learning_results.py                 # CartPole x10, Pendulum x5, 3DBall x5
+    python benchmarks/learning_results.py --only 3DBall --seeds 5
+"""
+from __future__ import annotations
+
+import argparse
+import pathlib
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+import jppo
+from jppo.evaluate import episode_returns
+from jppo.jax_driver import make_env
+from jppo.run_config import load
+from jppo.trainer import Trainer
+from machine import RESULTS, write
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+# env -> (config, seeds, goal, episodes to score, longest episode)
+RUNS = {
+    "CartPole-v1": ("CartPole.yaml", 10, 475.0, 100, 500),
+    "Pendulum-v1": ("Pendulum.yaml", 5, -150.0, 100, 200),
+    "3DBall": ("3DBall.yaml", 5, 95.0, 48, 1000),
+}
+
+
+def curves(metrics, steps_per_update: int, summary_updates: int):
+    """Per seed, (step, mean return of the episodes that ended in each summary period)."""
+    ret = np.asarray(metrics["return_sum"])
+    eps = np.asarray(metrics["episodes"])
+    seeds, updates = ret.shape
+    periods = updates // summary_updates
+    cut = lambda x: x[:, : periods * summary_updates].reshape(seeds, periods, summary_updates).sum(-1)
+    r, e = cut(ret), cut(eps)
+    steps = (np.arange(1, periods + 1) * summary_updates * steps_per_update).tolist()
+    means = np.where(e > 0, r / np.maximum(e, 1), np.nan)
+    return steps, means
+
+
+def run(env_name: str, seeds: int, seed: int):
+    config_file, _, goal, episodes, longest = RUNS[env_name]
+    settings = load(ROOT / "configs" / config_file)
+    env = make_env(env_name, {})
+    trainer = Trainer(settings.ppo, env, env.default_params, settings.num_envs)
+    states = trainer.init_seeds(seed, seeds)
+    n = trainer.total_updates
+    start = time.perf_counter()
+    program = trainer.chunk(n).lower(states, jnp.int32(n)).compile()
+    compile_s = time.perf_counter() - start
+    start = time.perf_counter()
+    states, metrics = jax.block_until_ready(program(states, jnp.int32(n)))
+    train_s = time.perf_counter() - start
+    summary_updates = max(1, settings.summary_freq // trainer.steps_per_update)
+    steps, means = curves(jax.device_get(metrics), trainer.steps_per_update, summary_updates)
+    policy = jppo.make_policy(settings.ppo, trainer.action_spec)
+    scores = []
+    for i in range(seeds):
+        train = jax.tree_util.tree_map(lambda x: x[i], states.train)
+        returns, _ = episode_returns(env, env.default_params, policy, train.params, train.normalizer,
+                                     jax.random.PRNGKey(10_000 + i), episodes, longest)
+        scores.append(float(np.mean(returns)))
+    first = [next((s for s, v in zip(steps, row) if v >= goal), None) for row in means]
+    return {
+        "env": env_name, "config": f"configs/{config_file}", "seeds": list(range(seed, seed + seeds)),
+        "max_steps": settings.ppo.max_steps, "steps_trained": n * trainer.steps_per_update,
+        "goal": goal, "compile_s": round(compile_s, 2), "train_s": round(train_s, 2),
+        "steps_per_second_all_seeds": round(seeds * n * trainer.steps_per_update / train_s),
+        "final_score_per_seed": [round(s, 2) for s in scores],
+        "final_score_mean": round(float(np.mean(scores)), 2),
+        "seeds_meeting_goal": int(sum(s >= goal for s in scores)),
+        "first_step_summary_reaches_goal": first,
+        "last_summary_mean_per_seed": [round(float(r[~np.isnan(r)][-1]), 2) for r in means],
+        "scoring": f"mean return of {episodes} fresh episodes per seed, stochastic policy",
+        "curve_steps": steps, "curve_mean_return": [[None if np.isnan(v) else round(float(v), 2)
+                                                     for v in row] for row in means],
+    }
+
+
+def plot(result: dict, path: pathlib.Path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4), dpi=120)
+    steps = result["curve_steps"]
+    for seed, row in zip(result["seeds"], result["curve_mean_return"]):
+        ax.plot(steps, [np.nan if v is None else v for v in row], lw=1, alpha=0.8, label=f"seed {seed}")
+    ax.axhline(result["goal"], color="k", ls="--", lw=1, label=f"goal {result['goal']:g}")
+    ax.set_xlabel("steps (agent decisions)")
+    ax.set_ylabel("mean episode return")
+    ax.set_title(f"jppo on {result['env']} ({result['config']}): "
+                 f"{result['seeds_meeting_goal']}/{len(result['seeds'])} seeds meet the goal")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=6, ncol=2)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--only", choices=list(RUNS), help="one environment")
+    parser.add_argument("--seeds", type=int, help="override the number of seeds")
+    parser.add_argument("--seed", type=int, default=0, help="first seed")
+    args = parser.parse_args()
+    for env_name, (_, seeds, *_rest) in RUNS.items():
+        if args.only and env_name != args.only:
+            continue
+        result = run(env_name, args.seeds or seeds, args.seed)
+        slug = env_name.split("-")[0].lower()
+        plot(result, RESULTS / f"learning_{slug}.png")
+        path = write(f"learning_{slug}", {"benchmark": "full-length learning with the shipped config",
+                                          "result": result})
+        print(f"{env_name}: {result['seeds_meeting_goal']}/{len(result['seeds'])} seeds >= "
+              f"{result['goal']:g}; final scores {result['final_score_per_seed']}; "
+              f"{result['train_s']:.0f} s for all seeds; wrote {path}")
+
+
+if __name__ == "__main__":
+    main()
