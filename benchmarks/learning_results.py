@@ -29,7 +29,7 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 # env -> (config, seeds, goal, episodes to score, longest episode)
 RUNS = {
     "CartPole-v1": ("CartPole.yaml", 10, 475.0, 100, 500),
-    "Pendulum-v1": ("Pendulum.yaml", 5, -150.0, 100, 200),
+    "Pendulum-v1": ("Pendulum.yaml", 5, -150.0, 1000, 200),  # returns spread 0..-400 by start
     "3DBall": ("3DBall.yaml", 5, 95.0, 48, 1000),
 }
 
@@ -66,8 +66,9 @@ def run(env_name: str, seeds: int, seed: int):
     scores = []
     for i in range(seeds):
         train = jax.tree_util.tree_map(lambda x: x[i], states.train)
+        # Every seed faces the same start states, so scores differ by policy, not by luck.
         returns, _ = episode_returns(env, env.default_params, policy, train.params, train.normalizer,
-                                     jax.random.PRNGKey(10_000 + i), episodes, longest)
+                                     jax.random.PRNGKey(10_000), episodes, longest)
         scores.append(float(np.mean(returns)))
     first = [next((s for s, v in zip(steps, row) if v >= goal), None) for row in means]
     return {
@@ -80,7 +81,8 @@ def run(env_name: str, seeds: int, seed: int):
         "seeds_meeting_goal": int(sum(s >= goal for s in scores)),
         "first_step_summary_reaches_goal": first,
         "last_summary_mean_per_seed": [round(float(r[~np.isnan(r)][-1]), 2) for r in means],
-        "scoring": f"mean return of {episodes} fresh episodes per seed, stochastic policy",
+        "scoring": f"mean return of the same {episodes} fresh episodes (start states) for every "
+                   "seed, stochastic policy",
         "curve_steps": steps, "curve_mean_return": [[None if np.isnan(v) else round(float(v), 2)
                                                      for v in row] for row in means],
     }

@@ -118,3 +118,40 @@ def plot_learning_curve(csv_path: pathlib.Path, out: pathlib.Path, title: str) -
     fig.savefig(out)
     plt.close(fig)
     return out
+
+
+def plot_sweep_comparison(groups: dict[str, list[pathlib.Path]], out: pathlib.Path,
+                          title: str) -> pathlib.Path:
+    """One line per hyperparameter setting: the mean over its seeds' ``progress.csv`` curves at
+    each summary step, with a band of +- one standard deviation over the seeds."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    fig, ax = plt.subplots(figsize=(7, 4), dpi=120)
+    for label, paths in groups.items():
+        by_step: dict[int, list[float]] = {}
+        for path in paths:
+            for points in read_curve(path).values():
+                for step, value in points:
+                    by_step.setdefault(step, []).append(value)
+        if not by_step:
+            continue
+        steps = sorted(by_step)
+        mean = np.array([np.mean(by_step[s]) for s in steps])
+        std = np.array([np.std(by_step[s]) for s in steps])
+        (line,) = ax.plot(steps, mean, lw=1.4, label=f"{label} ({len(paths)} seed"
+                          f"{'s' if len(paths) > 1 else ''})")
+        ax.fill_between(steps, mean - std, mean + std, color=line.get_color(), alpha=0.2, lw=0)
+    ax.set_xlabel("steps (agent decisions)")
+    ax.set_ylabel(TAGS["cumulative_reward"] + " (mean ± std over seeds)")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    if groups:
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(out)
+    plt.close(fig)
+    return out

@@ -4,6 +4,8 @@
     python -m jppo.train configs/CartPole.yaml --run-id cp --num-seeds 4
     python -m jppo.train my_mlagents_config.yaml --env 3DBall --set learning_rate=1e-3
     python -m jppo.train configs/3DBall.yaml --run-id ball --resume
+    python -m jppo.train configs/3DBall.yaml --devices all          # every local GPU / TPU core
+    python -m jppo.train configs/CartPole.yaml --sweep learning_rate=1e-4,3e-4,1e-3 --num-seeds 4
 
 A user's mistake prints one sentence and exits with code 2; nothing is overwritten.
 """
@@ -42,6 +44,23 @@ def build_parser() -> argparse.ArgumentParser:
                    help="stop (with a checkpoint) after about N more steps; continue with --resume")
     p.add_argument("--no-export", action="store_true", help="do not write the ONNX model at the end")
     p.add_argument("--quiet", action="store_true", help="no progress bar or log lines")
+    scale = p.add_argument_group("Scale out (JAX environments)")
+    scale.add_argument("--devices", metavar="N|all",
+                       help="split the environments over N local devices (GPUs, TPU cores, or "
+                       "CPU devices forced by XLA_FLAGS), or 'all'; one shared update (default 1)")
+    scale.add_argument("--sweep", action="append", default=[], metavar="NAME=V1,V2,...",
+                       help="train every value (and every seed of --num-seeds) in one compiled "
+                       "program, e.g. --sweep learning_rate=1e-4,3e-4,1e-3; repeat to sweep a "
+                       "product")
+    scale.add_argument("--coordinator", metavar="HOST:PORT",
+                       help="multi-process run: address of process 0 (jax.distributed)")
+    scale.add_argument("--num-processes", type=int, metavar="N",
+                       help="multi-process run: number of processes")
+    scale.add_argument("--process-id", type=int, metavar="I",
+                       help="multi-process run: this process's rank, 0 .. N-1")
+    scale.add_argument("--distributed", action="store_true",
+                       help="multi-process run configured by the cluster (Slurm, Open MPI, "
+                       "Cloud TPU, JAX_COORDINATOR_ADDRESS): jax.distributed.initialize()")
     unity = p.add_argument_group("Unity")
     unity.add_argument("--base-port", type=int, help="first gRPC port (default 5005, editor 5004)")
     unity.add_argument("--time-scale", type=float, help="Unity time scale (default 20)")
@@ -76,19 +95,50 @@ def is_host_env(env: str) -> bool:
     return env == "editor" or env.startswith("gymnasium:") or pathlib.Path(env).exists()
 
 
+def scale_out_flags(args) -> list[str]:
+    """The scale-out flags given on the command line."""
+    given = [("--devices", args.devices is not None), ("--sweep", bool(args.sweep)),
+             ("--coordinator", args.coordinator is not None),
+             ("--num-processes", args.num_processes is not None),
+             ("--process-id", args.process_id is not None), ("--distributed", args.distributed)]
+    return [name for name, present in given if present]
+
+
 def run(args) -> int:
     from jppo import envs, run_folder
 
     settings, env = resolve(args)
     if env not in envs.names() and is_host_env(env):
+        flags = scale_out_flags(args)
+        if flags:
+            raise UserError(f"{flags[0]} works with the JAX environments only ("
+                            f"{', '.join(envs.names())}); a Unity or Gymnasium environment "
+                            "trains on one device in one process.")
         from jppo import host_training
 
         return host_training.main(settings, env, args)
+    from jppo import sweep as sweeps
+
+    sweep = sweeps.parse(args.sweep, settings.ppo)
+    if sweep:
+        overridden = {item.partition("=")[0].strip() for item in args.overrides}
+        for name in sweep.names:
+            if name in overridden:
+                raise UserError(f"--sweep {name} and --set {name} contradict each other; give "
+                                f"{name}'s values with --sweep only.")
+    # Parsed before JAX starts; jax.distributed must be initialized before any JAX computation.
+    from jppo import distributed
+
+    devices = distributed.parse_devices(args.devices)
+    distributed.initialize(args.coordinator, args.num_processes, args.process_id, args.distributed)
     from jppo import jax_driver
 
     jax_driver.make_env(env, settings.environment_parameters)  # refuse a bad env before any write
-    folder = run_folder.prepare(settings, args.resume, args.force)
-    jax_driver.train(settings, env, folder, quiet=args.quiet, stop_after_steps=args.stop_after_steps)
+    mesh = distributed.make_mesh(devices)
+    distributed.check_divisible(settings.num_envs or jax_driver.DEFAULT_NUM_ENVS.get(env, 1), mesh)
+    _, folder = distributed.on_main(lambda: run_folder.prepare(settings, args.resume, args.force))
+    jax_driver.train(settings, env, folder, quiet=args.quiet, stop_after_steps=args.stop_after_steps,
+                     mesh=mesh, sweep=sweep)
     return 0
 
 

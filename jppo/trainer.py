@@ -51,6 +51,9 @@ class Trainer:
     env: Environment
     env_params: Any
     num_envs: int
+    # A jax.sharding.Mesh whose one axis splits the environments (jppo.distributed.make_mesh);
+    # None: everything on one device, the plain program.
+    mesh: Any = None
 
     @property
     def num_steps(self) -> int:
@@ -79,13 +82,22 @@ class Trainer:
         return LoopState(train, init_runner(self.env, self.env_params, self.num_envs, env_key),
                          jnp.zeros((), jnp.int32))
 
-    def iteration(self):
-        """``(loop_state) -> (loop_state, metrics)``: one rollout then one update (not jitted)."""
-        policy = make_policy(self.config, self.action_spec)
+    def iteration(self, config: PPOConfig | None = None):
+        """``(loop_state) -> (loop_state, metrics)``: one rollout then one update (not jitted).
+
+        ``config`` (default: the trainer's) may hold traced ``SWEEPABLE`` floats: a sweep
+        passes each member's values as arguments of the compiled program."""
+        config = self.config if config is None else config
+        policy = make_policy(config, self.action_spec)
         collect = make_collect(self.env, self.env_params, policy, self.num_steps,
-                               self.config.time_horizon)
-        total_adam = self.total_updates * self.config.adam_steps_per_update(self.steps_per_update)
-        update = make_update(self.config, self.action_spec, total_adam, jit=False)
+                               config.time_horizon)
+        total_adam = self.total_updates * config.adam_steps_per_update(self.steps_per_update)
+        if self.mesh is None:
+            update = make_update(config, self.action_spec, total_adam, jit=False)
+        else:
+            from jppo.distributed import make_data_parallel_update
+
+            update = make_data_parallel_update(config, self.action_spec, total_adam, self.mesh)
 
         def run_once(state: LoopState):
             runner, rollout, stats = collect(state.train.params, state.train.normalizer, state.runner)
@@ -95,35 +107,80 @@ class Trainer:
 
         return run_once
 
-    def chunk(self, length: int):
+    def chunk(self, length: int, sweep: tuple[str, ...] = ()):
         """A jitted ``(states, active) -> (states, metrics[length])`` for states with a leading
         seed axis: ``length`` iterations by ``lax.scan``, of which only the first ``active``
-        (a traced int, shared by all seeds) run, so a short last chunk needs no recompile."""
-        run_once = self.iteration()
+        (a traced int, shared by all seeds) run, so a short last chunk needs no recompile.
 
-        def skip(state):
-            shapes = jax.eval_shape(run_once, state)[1]
-            return state, jax.tree_util.tree_map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
+        With ``sweep`` (names in ``config.SWEEPABLE``) the function takes a third argument,
+        ``{name: float32[members]}``: member i trains with ``config.replace(name=values[i])``,
+        every member in the one program (vmapped, the values traced). With a ``mesh`` the
+        program is laid out over it: states as ``jppo.distributed.state_shardings``, the rest
+        replicated."""
+        sweep = tuple(sweep)
 
-        def body(state, index, active):
-            keep = index < active
-            state, metrics = jax.lax.cond(keep, run_once, skip, state)
-            return state, dict(metrics, active=keep)
+        def skip_for(run_once):
+            def skip(state):
+                shapes = jax.eval_shape(run_once, state)[1]
+                return state, jax.tree_util.tree_map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
+            return skip
 
-        def run(states, active):
-            def one_seed(state):
-                return jax.lax.scan(lambda s, i: body(s, i, active), state, jnp.arange(length))
-            if states.updates.shape[0] == 1:
-                # vmap over a seed axis of 1 still turns every matmul into a batched one, which
-                # XLA:CPU runs about 20% slower: one seed runs the plain program.
-                squeeze = lambda tree: jax.tree_util.tree_map(lambda x: x[0], tree)
-                expand = lambda tree: jax.tree_util.tree_map(lambda x: x[None], tree)
-                return expand(one_seed(squeeze(states)))
-            return jax.vmap(one_seed)(states)
+        def scan_for(run_once, active):
+            skip = skip_for(run_once)
 
-        return jax.jit(run)
+            def body(state, index):
+                keep = index < active
+                state, metrics = jax.lax.cond(keep, run_once, skip, state)
+                return state, dict(metrics, active=keep)
+
+            return lambda state: jax.lax.scan(body, state, jnp.arange(length))
+
+        squeeze = lambda tree: jax.tree_util.tree_map(lambda x: x[0], tree)
+        expand = lambda tree: jax.tree_util.tree_map(lambda x: x[None], tree)
+
+        if not sweep:
+            run_once = self.iteration()
+
+            def run(states, active):
+                one_seed = scan_for(run_once, active)
+                if states.updates.shape[0] == 1:
+                    # vmap over a seed axis of 1 still turns every matmul into a batched one,
+                    # which XLA:CPU runs about 20% slower: one seed runs the plain program.
+                    return expand(one_seed(squeeze(states)))
+                return jax.vmap(one_seed)(states)
+        else:
+            def run(states, active, values):
+                def one_member(state, member_values):
+                    config = self.config.replace(**member_values)
+                    return scan_for(self.iteration(config), active)(state)
+                if states.updates.shape[0] == 1:
+                    return expand(one_member(squeeze(states), squeeze(values)))
+                return jax.vmap(one_member)(states, values)
+
+        if self.mesh is None:
+            return jax.jit(run)
+        from jppo import distributed
+
+        key = jax.eval_shape(lambda: jax.random.PRNGKey(0))
+        template = jax.eval_shape(jax.vmap(self.init),
+                                  jax.ShapeDtypeStruct((1,) + key.shape, key.dtype))
+        states_sharding = distributed.state_shardings(self.mesh, template)
+        rep = distributed.replicated(self.mesh)
+        in_shardings = (states_sharding, rep) + ((rep,) if sweep else ())
+        return jax.jit(run, in_shardings=in_shardings, out_shardings=(states_sharding, rep))
 
     def init_seeds(self, seed: int, num_seeds: int) -> LoopState:
         """Independent agents with a leading seed axis; seed ``s + i`` for member i."""
         keys = jnp.stack([jax.random.PRNGKey(seed + i) for i in range(num_seeds)])
         return jax.jit(jax.vmap(self.init))(keys)
+
+    def init_members(self, seeds: list[int], kl_coef=None) -> LoopState:
+        """Agents with a leading member axis, member i from seed ``seeds[i]`` (a sweep repeats
+        each seed once per hyperparameter setting: same seed, same initial state). ``kl_coef``
+        (one value per member) replaces the configured starting coefficient when swept."""
+        keys = jnp.stack([jax.random.PRNGKey(s) for s in seeds])
+        states = jax.jit(jax.vmap(self.init))(keys)
+        if kl_coef is not None:
+            train = states.train.replace(kl_coef=jnp.asarray(kl_coef, jnp.float32))
+            states = states.replace(train=train)
+        return states

@@ -152,10 +152,15 @@ def minibatch_indices(key: jax.Array, n: int, batch_size: int, num_epoch: int) -
     return orders.reshape(num_epoch, per_epoch, batch_size)
 
 
-def make_train_on_batch(config: PPOConfig, action_spec: ActionSpec, total_updates: int):
+def make_train_on_batch(config: PPOConfig, action_spec: ActionSpec, total_updates: int,
+                        place_minibatches=None):
     """``(train_state, batch) -> (train_state, metrics)``: the epochs of minibatch Adam steps on
     a prepared ``Batch`` (not jitted). Drivers that compute GAE themselves (the Unity driver, per
-    trajectory) call this after ``normalized_batch``."""
+    trajectory) call this after ``normalized_batch``.
+
+    ``place_minibatches`` (an array -> array function, default none) is applied to each epoch's
+    gathered ``[minibatches, batch_size, ...]`` arrays: the data-parallel driver uses it to lay
+    every minibatch out across devices (``jppo.distributed``)."""
     policy = make_policy(config, action_spec)
     optimizer = make_optimizer(config, total_updates)
     schedules = make_schedules(config, total_updates)
@@ -185,6 +190,8 @@ def make_train_on_batch(config: PPOConfig, action_spec: ActionSpec, total_update
 
         def epoch(carry, order):
             minibatches = jax.tree_util.tree_map(lambda x: x[order], batch)
+            if place_minibatches is not None:
+                minibatches = jax.tree_util.tree_map(place_minibatches, minibatches)
             return jax.lax.scan(adam_step, carry, minibatches)
 
         key, order_key = jax.random.split(state.key)
@@ -210,7 +217,7 @@ def make_train_on_batch(config: PPOConfig, action_spec: ActionSpec, total_update
 
 
 def make_update(config: PPOConfig, action_spec: ActionSpec, total_updates: int, *,
-                jit: bool = True):
+                jit: bool = True, place_minibatches=None):
     """The PPO update ``(train_state, rollout) -> (train_state, metrics)``.
 
     ``total_updates`` is the number of Adam steps the schedules decay over (see
@@ -218,8 +225,9 @@ def make_update(config: PPOConfig, action_spec: ActionSpec, total_updates: int, 
     policy_loss, value_loss, entropy, approx_kl, clip_fraction (means over the update's
     minibatches), learning_rate, epsilon, beta (at its last Adam step), kl_coef, value_estimate.
     With ``jit=False`` the plain function is returned, to compose inside a larger jitted program.
+    ``place_minibatches``: see ``make_train_on_batch``.
     """
-    train_on_batch = make_train_on_batch(config, action_spec, total_updates)
+    train_on_batch = make_train_on_batch(config, action_spec, total_updates, place_minibatches)
 
     def update(state: TrainState, rollout: Rollout):
         if config.normalize:

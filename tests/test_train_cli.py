@@ -11,18 +11,9 @@ import yaml
 
 from jppo import checkpoint
 from jppo.train import main
+from tiny_config import tiny_cartpole
 
-TINY = {
-    "behaviors": {"CartPole": {
-        "trainer_type": "ppo",
-        "hyperparameters": {"batch_size": 32, "buffer_size": 128, "learning_rate": 1e-3,
-                            "beta": 1e-3, "epsilon": 0.2, "lambd": 0.95, "num_epoch": 2},
-        "network_settings": {"normalize": True, "hidden_units": 16, "num_layers": 1},
-        "reward_signals": {"extrinsic": {"gamma": 0.99, "strength": 1.0}},
-        "max_steps": 1536, "time_horizon": 64, "summary_freq": 256, "keep_checkpoints": 2,
-        "checkpoint_interval": 512}},
-    "jppo": {"env": "CartPole-v1", "num_envs": 4},
-}
+TINY = tiny_cartpole(1536, keep_checkpoints=2)
 
 
 def write_config(tmp_path, data=TINY, name="tiny.yaml") -> str:

@@ -1,0 +1,340 @@
+"""Many devices and many hosts with JAX's own machinery: ``jax.sharding`` and ``jax.distributed``.
+
+Data parallelism is one jitted program over a ``Mesh`` of devices with one axis, ``"data"``:
+
+- the environments (the env axis of the runner state) are split across the devices, so each
+  device steps, acts for and scores its own environments;
+- parameters, optimizer state, normalizer statistics and keys are replicated;
+- the update keeps one device's semantics exactly: the normalizer statistics, GAE's returns
+  and the advantage normalization are over the whole rollout (XLA reduces across devices), the
+  minibatch order is the same global permutation, and every minibatch is split across the
+  devices (a sharding constraint), so each device takes the gradient of its share and XLA's
+  SPMD partitioner sums the shares with an all-reduce before the one Adam step that every
+  device applies to its copy of the parameters. Results equal one device's up to the order
+  of floating-point sums.
+
+Many hosts: ``jax.distributed.initialize`` joins the processes; the mesh then spans every
+process's devices, each process steps the environments on its own devices, and all share the
+one update (the all-reduces cross hosts: gloo on CPU, NCCL on GPUs, ICI on TPUs). Only
+process 0 writes the results folder; checkpoints gather the state with
+``multihost_utils.process_allgather`` on every process (a collective) before process 0 writes.
+"""
+from __future__ import annotations
+
+import hashlib
+import socket
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+from jppo.config import PPOConfig
+from jppo.networks import ActionSpec
+from jppo.run_config import UserError
+from jppo.update import make_update
+
+AXIS = "data"
+
+
+# ---------------------------------------------------------------------------------------------
+# Processes: jax.distributed
+
+
+def initialize(coordinator: str | None, num_processes: int | None, process_id: int | None,
+               auto: bool = False) -> bool:
+    """Join a multi-process run through ``jax.distributed.initialize``; False if none is asked.
+
+    With ``coordinator``, ``num_processes`` and ``process_id`` all given, they are used as is.
+    With some or none (``auto``), JAX fills the rest from the cluster: Slurm (``SLURM_*``),
+    Open MPI, Kubernetes, Cloud TPU, or ``JAX_COORDINATOR_ADDRESS``. Must run before anything
+    else touches JAX's devices. CPU devices talk through gloo.
+    """
+    if coordinator is None and num_processes is None and process_id is None and not auto:
+        return False
+    if num_processes is not None and num_processes < 1:
+        raise UserError(f"--num-processes {num_processes} is not allowed; give a number of "
+                        "processes >= 1.")
+    if process_id is not None and (process_id < 0 or (num_processes is not None
+                                                      and process_id >= num_processes)):
+        raise UserError(f"--process-id {process_id} is not allowed; give a number from 0 to "
+                        f"--num-processes - 1.")
+    if coordinator is not None and (":" not in coordinator
+                                    or not coordinator.rsplit(":", 1)[1].isdigit()):
+        raise UserError(f"--coordinator {coordinator!r} is not of the form host:port, e.g. "
+                        "--coordinator 10.0.0.1:1234.")
+    try:
+        jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    except (AttributeError, KeyError, ValueError):  # older JAX: gloo is its only choice anyway
+        pass
+    try:
+        jax.distributed.initialize(coordinator_address=coordinator, num_processes=num_processes,
+                                   process_id=process_id)
+    except (ValueError, TypeError) as err:
+        raise UserError(f"cannot start a multi-process run: {str(err).rstrip('.')}; give "
+                        "--coordinator host:port, --num-processes and --process-id, or run "
+                        "under Slurm, Open MPI or on a TPU slice.") from None
+    except RuntimeError as err:  # the coordinator is unreachable, a timeout, a refused port
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise UserError(f"cannot join the multi-process run at {coordinator or 'the cluster'}"
+                        f"'s coordinator: {first.rstrip('.')}.") from None
+    return True
+
+
+def process_index() -> int:
+    return jax.process_index()
+
+
+def process_count() -> int:
+    return jax.process_count()
+
+
+def is_main() -> bool:
+    """Process 0 writes the results folder; the others train silently."""
+    return jax.process_index() == 0
+
+
+# ---------------------------------------------------------------------------------------------
+# Devices: the mesh
+
+
+def parse_devices(text: str | int | None) -> int | None:
+    """``--devices``: a number >= 1, or ``all`` (None); a mistake is a ``UserError``."""
+    if text is None:
+        return 1
+    if isinstance(text, int):
+        value = text
+    elif str(text).strip().lower() == "all":
+        return None
+    else:
+        try:
+            value = int(str(text).strip())
+        except ValueError:
+            value = 0
+    if value < 1:
+        raise UserError(f"--devices {text} is not allowed; give a number of devices >= 1 or "
+                        "'all'.")
+    return value
+
+
+def make_mesh(local_devices: int | None) -> Mesh | None:
+    """A one-axis mesh over ``local_devices`` devices of every process (None: all of them), or
+    None when that is a single device in a single process (the plain one-device program).
+
+    Processes are laid out one after the other, so each holds a contiguous block of the
+    environments.
+    """
+    available = jax.local_device_count()
+    if local_devices is not None and local_devices > available:
+        hint = (f"; on a CPU, XLA_FLAGS=--xla_force_host_platform_device_count={local_devices} "
+                "splits it into that many devices" if jax.default_backend() == "cpu" else "")
+        raise UserError(f"--devices {local_devices} is more than this process has: "
+                        f"{available} {jax.default_backend().upper()} device(s) "
+                        f"({', '.join(str(d) for d in jax.local_devices()[:4])}"
+                        f"{', ...' if available > 4 else ''}); give at most {available} or "
+                        f"'all'{hint}.")
+    per_process = available if local_devices is None else local_devices
+    if per_process == 1 and jax.process_count() == 1:
+        return None
+    devices = []
+    for p in range(jax.process_count()):
+        mine = sorted((d for d in jax.devices() if d.process_index == p), key=lambda d: d.id)
+        devices.extend(mine[:per_process])
+    axis_type = getattr(jax.sharding, "AxisType", None)
+    if axis_type is None:  # JAX before 0.5: every mesh axis is what later versions call Auto
+        return Mesh(np.array(devices), (AXIS,))
+    # Auto: XLA's partitioner chooses the layouts between the constraints we give it.
+    return Mesh(np.array(devices), (AXIS,), axis_types=(axis_type.Auto,))
+
+
+def device_count(mesh: Mesh | None) -> int:
+    return 1 if mesh is None else int(mesh.devices.size)
+
+
+def check_divisible(num_envs: int, mesh: Mesh | None):
+    count = device_count(mesh)
+    if num_envs % count:
+        where = f"{count} devices" + (f" ({jax.process_count()} processes)"
+                                      if jax.process_count() > 1 else "")
+        raise UserError(f"num_envs = {num_envs} cannot be split evenly over {where}; give "
+                        f"--num-envs a multiple of {count}, or fewer --devices.")
+
+
+# ---------------------------------------------------------------------------------------------
+# Placing the loop state
+
+
+def state_specs(states: Any) -> Any:
+    """PartitionSpecs for a ``LoopState`` with a leading member axis: the runner's arrays with an
+    env axis (axis 1) are split over the mesh, everything else is replicated."""
+    def spec(path, _):
+        names = [getattr(k, "name", getattr(k, "key", None)) for k in path]
+        return P(None, AXIS) if names[0] == "runner" and names[1] != "key" else P()
+    return jax.tree_util.tree_map_with_path(spec, states)
+
+
+def state_shardings(mesh: Mesh, states: Any) -> Any:
+    return jax.tree_util.tree_map(lambda s: NamedSharding(mesh, s), state_specs(states),
+                                  is_leaf=lambda x: isinstance(x, P))
+
+
+def replicated(mesh: Mesh) -> NamedSharding:
+    return NamedSharding(mesh, P())
+
+
+def place(mesh: Mesh | None, host_states: Any) -> Any:
+    """Host (numpy or single-device) states as global arrays laid out on ``mesh``; every
+    process passes the same full state and keeps the pieces on its own devices."""
+    if mesh is None:
+        return host_states
+    shardings = state_shardings(mesh, host_states)
+
+    def put(x, sharding):
+        x = np.asarray(x)
+        return jax.make_array_from_callback(x.shape, sharding, lambda index: x[index])
+
+    return jax.tree_util.tree_map(put, host_states, shardings)
+
+
+def place_replicated(mesh: Mesh | None, tree: Any) -> Any:
+    """Host arrays (the same on every process) as arrays replicated over ``mesh``."""
+    if mesh is None:
+        return jax.tree_util.tree_map(jnp.asarray, tree)
+    rep = replicated(mesh)
+
+    def put(x):
+        x = np.asarray(x)
+        return jax.make_array_from_callback(x.shape, rep, lambda index: x[index])
+
+    return jax.tree_util.tree_map(put, tree)
+
+
+def fetch(tree: Any) -> Any:
+    """A pytree of (possibly global, sharded) arrays as numpy on this host. With several
+    processes this is a collective (``process_allgather``): every process must call it."""
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+
+        return multihost_utils.process_allgather(tree, tiled=True)
+    return jax.device_get(tree)
+
+
+def fetch_replicated(tree: Any) -> Any:
+    """Replicated arrays (metrics) as numpy: this process's own copy, no communication."""
+    def local(x):
+        if isinstance(x, jax.Array) and not x.is_fully_addressable:
+            return np.asarray(x.addressable_data(0))
+        return np.asarray(x)
+    return jax.tree_util.tree_map(local, tree)
+
+
+def on_main(fn: Callable[[], Any]) -> tuple[bool, Any]:
+    """Run ``fn`` on process 0 only (file-system work) and tell every process whether it
+    succeeded. Returns ``(ok, result)``: the result on process 0, None elsewhere. A
+    ``UserError`` on process 0 is raised there and turned into a one-sentence error on the
+    others, so no process waits for a partner that has stopped."""
+    if jax.process_count() == 1:
+        return True, fn()
+    from jax.experimental import multihost_utils
+
+    result, error = None, None
+    if is_main():
+        try:
+            result = fn()
+        except UserError as err:
+            error = err
+    flags = multihost_utils.broadcast_one_to_all(np.array([error is None], np.int32))
+    if error is not None:
+        raise error
+    if not int(np.asarray(flags)[0]):
+        raise UserError("process 0 refused to start the run (see its message); this process "
+                        "stops too.")
+    return True, result
+
+
+def broadcast_flag(value: bool) -> bool:
+    """Process 0's ``value`` on every process."""
+    if jax.process_count() == 1:
+        return value
+    from jax.experimental import multihost_utils
+
+    return bool(np.asarray(multihost_utils.broadcast_one_to_all(np.array(int(value), np.int32))))
+
+
+def broadcast_tree(tree: Any) -> Any:
+    """Process 0's pytree of arrays on every process (numpy)."""
+    if jax.process_count() == 1:
+        return tree
+    from jax.experimental import multihost_utils
+
+    return jax.tree_util.tree_map(np.asarray, multihost_utils.broadcast_one_to_all(
+        jax.tree_util.tree_map(np.asarray, tree)))
+
+
+def local_env_count(states: Any) -> int:
+    """How many environments this process's devices step (the env axis of the runner's
+    observations, counted over the process's own shards, each env once)."""
+    obs = states.runner.obs
+    if not isinstance(obs, jax.Array) or obs.is_fully_addressable:
+        return int(obs.shape[1])
+    envs = set()
+    for shard in obs.addressable_shards:
+        envs.update(range(*shard.index[1].indices(obs.shape[1])))
+    return len(envs)
+
+
+def params_digest(params: Any) -> str:
+    """SHA-256 of this process's own copy of the (replicated) parameters, leaf by leaf."""
+    h = hashlib.sha256()
+    for leaf in jax.tree_util.tree_leaves(params):
+        data = leaf.addressable_data(0) if isinstance(leaf, jax.Array) else leaf
+        h.update(np.ascontiguousarray(np.asarray(data)).tobytes())
+    return h.hexdigest()
+
+
+def process_report(states: Any, steps_per_env: int) -> list[dict]:
+    """One row per process (a collective): host, devices, environments stepped, steps taken,
+    and the digest of its copy of the parameters. Identical digests mean every process ends
+    with the same parameters."""
+    envs = local_env_count(states)
+    digest = params_digest(states.train.params)
+    row = np.concatenate([np.array([jax.process_index(), jax.local_device_count(), envs],
+                                   np.int64),
+                          np.frombuffer(bytes.fromhex(digest), np.uint8).astype(np.int64)])
+    host = socket.gethostname().encode()[:64].ljust(64, b"\0")
+    row = np.concatenate([row, np.frombuffer(host, np.uint8).astype(np.int64)])
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+
+        rows = np.asarray(multihost_utils.process_allgather(row))
+    else:
+        rows = row[None]
+    out = []
+    for r in rows:
+        r = [int(v) for v in r]
+        out.append({"process_id": r[0], "host": bytes(r[35:]).rstrip(b"\0").decode(errors="replace"),
+                    "local_devices": r[1], "envs": r[2], "steps": r[2] * steps_per_env,
+                    "params_sha256": bytes(r[3:35]).hex()})
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# The data-parallel update
+
+
+def make_data_parallel_update(config: PPOConfig, action_spec: ActionSpec, total_updates: int,
+                              mesh: Mesh):
+    """``update(train_state, rollout) -> (train_state, metrics)`` for a rollout whose env axis
+    is split over ``mesh``: ``jppo.update.make_update``'s program (not jitted) with every
+    minibatch split across the devices.
+
+    The sharding constraint on the gathered minibatches makes each device differentiate its
+    own share of every minibatch (the weight gradients, sums over the minibatch, become
+    per-device partial sums that XLA all-reduces). Without it XLA would gather each minibatch
+    onto every device and repeat the whole update everywhere. The scale-out tests check it
+    against the one-device update.
+    """
+    split = NamedSharding(mesh, P(None, AXIS))  # [minibatches, batch_size, ...]: split the samples
+    return make_update(config, action_spec, total_updates, jit=False,
+                       place_minibatches=lambda x: jax.lax.with_sharding_constraint(x, split))
