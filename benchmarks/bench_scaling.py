@@ -1,7 +1,7 @@
 """Throughput of jppo's jitted training loop over devices and over seeds vmapped in one program.
 
-    python benchmarks/bench_scaling.py            # ~10-15 min on 2 CPU cores -> results/scaling_cpu.json
-    python benchmarks/bench_scaling.py --quick    # a smoke run of ~2-3 min -> results/scaling_cpu-quick.json
+    python benchmarks/bench_scaling.py            # ~6 min on 2 CPU cores -> results/scaling_cpu.json
+    python benchmarks/bench_scaling.py --quick    # a smoke run of ~2 min -> results/scaling_cpu-quick.json
 
 Two sweeps, on CartPole (configs/CartPole.yaml: 4 envs x 128 steps per update) and 3DBall
 (configs/3DBall.yaml: 12 envs x 1000 steps per update):
