@@ -82,14 +82,6 @@ def initialize(coordinator: str | None, num_processes: int | None, process_id: i
     return True
 
 
-def process_index() -> int:
-    return jax.process_index()
-
-
-def process_count() -> int:
-    return jax.process_count()
-
-
 def is_main() -> bool:
     """Process 0 writes the results folder; the others train silently."""
     return jax.process_index() == 0
@@ -99,19 +91,16 @@ def is_main() -> bool:
 # Devices: the mesh
 
 
-def parse_devices(text: str | int | None) -> int | None:
+def parse_devices(text: str | None) -> int | None:
     """``--devices``: a number >= 1, or ``all`` (None); a mistake is a ``UserError``."""
     if text is None:
         return 1
-    if isinstance(text, int):
-        value = text
-    elif str(text).strip().lower() == "all":
+    if text.strip().lower() == "all":
         return None
-    else:
-        try:
-            value = int(str(text).strip())
-        except ValueError:
-            value = 0
+    try:
+        value = int(text.strip())
+    except ValueError:
+        value = 0
     if value < 1:
         raise UserError(f"--devices {text} is not allowed; give a number of devices >= 1 or "
                         "'all'.")

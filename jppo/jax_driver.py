@@ -58,6 +58,11 @@ def summarize(metrics: dict, seed: int) -> dict:
     return out
 
 
+def num_envs_for(settings: RunSettings, env_name: str) -> int:
+    """The configured number of environments, or the environment's default."""
+    return settings.num_envs or DEFAULT_NUM_ENVS.get(env_name, 1)
+
+
 def _meta(trainer: Trainer, settings: RunSettings, env_name: str, num_envs: int) -> dict:
     return {**checkpoint.policy_meta(settings.ppo, trainer.action_spec, trainer.observation_size,
                                      settings.behavior),
@@ -74,7 +79,7 @@ def train(settings: RunSettings, env_name: str, folder: RunFolder | None, *, qui
     is None on the others). ``sweep`` trains every (setting, seed) pair at once, one folder per
     member (``jppo.sweep``)."""
     env = make_env(env_name, settings.environment_parameters)
-    num_envs = settings.num_envs or DEFAULT_NUM_ENVS.get(env_name, 1)
+    num_envs = num_envs_for(settings, env_name)
     distributed.check_divisible(num_envs, mesh)
     trainer = Trainer(settings.ppo, env, env.default_params, num_envs, mesh)
     spu, total = trainer.steps_per_update, trainer.total_updates
@@ -249,6 +254,15 @@ def _rows(history: list, count: int, step: int) -> list[dict]:
     return rows
 
 
+def _run_info(settings: RunSettings, env_name: str, num_envs: int, step: int, session_steps: int,
+              compile_s: float, train_s: float, complete: bool) -> dict:
+    """What every run_info.json holds: the run, its length and timings, the JAX build."""
+    return {"env": env_name, "num_envs": num_envs, "num_seeds": settings.num_seeds, "steps": step,
+            "complete": complete, "compile_s": round(compile_s, 3), "train_s": round(train_s, 3),
+            "steps_per_second": round(session_steps / train_s, 1) if train_s else None,
+            "jax": jax.__version__, "backend": jax.default_backend()}
+
+
 def finish(settings: RunSettings, folder: RunFolder, env_name: str, num_envs: int,
            history: list, step: int, session_steps: int, compile_s: float, train_s: float,
            display: ProgressDisplay, complete: bool, extra_info: dict | None = None) -> dict:
@@ -258,11 +272,9 @@ def finish(settings: RunSettings, folder: RunFolder, env_name: str, num_envs: in
     rows = _rows(history, settings.num_seeds, step)
     models = export_models(settings, folder, display) if complete and settings.export_onnx else []
     summary_table(display.console, f"{settings.behavior} on {env_name}: {'done' if complete else 'stopped'}", rows)
-    info = {"env": env_name, "num_envs": num_envs, "num_seeds": settings.num_seeds, "steps": step,
-            "complete": complete, "compile_s": round(compile_s, 3), "train_s": round(train_s, 3),
-            "steps_per_second": round(session_steps / train_s, 1) if train_s else None,
-            "seeds": rows, "models": [str(m) for m in models], "jax": jax.__version__,
-            "backend": jax.default_backend(), **(extra_info or {})}
+    info = {**_run_info(settings, env_name, num_envs, step, session_steps, compile_s, train_s,
+                        complete),
+            "seeds": rows, "models": [str(m) for m in models], **(extra_info or {})}
     write_json(folder, "run_info.json", info)
     return info
 
@@ -292,14 +304,13 @@ def finish_sweep(settings: RunSettings, folder: RunFolder, env_name: str, num_en
                           f"{settings.behavior} on {env_name}: sweep ({settings.run_id})")
     print_summary(display.console, f"{settings.behavior} on {env_name}: sweep "
                   f"{'done' if complete else 'stopped'} at {step:,} steps", sweep, table)
-    info = {"env": env_name, "num_envs": num_envs, "num_seeds": settings.num_seeds,
-            "num_members": len(members), "sweep": sweep.to_meta(), "steps": step,
-            "complete": complete, "compile_s": round(compile_s, 3), "train_s": round(train_s, 3),
-            "steps_per_second": round(session_steps / train_s, 1) if train_s else None,
+    info = {**_run_info(settings, env_name, num_envs, step, session_steps, compile_s, train_s,
+                        complete),
+            "num_members": len(members), "sweep": sweep.to_meta(),
             "steps_per_second_all_members": (round(len(members) * session_steps / train_s, 1)
                                              if train_s else None),
             "summary": table, "members": rows, "models": [str(p) for p in models],
-            "jax": jax.__version__, "backend": jax.default_backend(), **(extra_info or {})}
+            **(extra_info or {})}
     write_json(folder, "run_info.json", info)
     return info
 

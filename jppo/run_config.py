@@ -279,7 +279,7 @@ def load(path: str | pathlib.Path) -> RunSettings:
     return parse(data, source=f"config file {str(path)!r}")
 
 
-def _yaml11_float(name: str, value):
+def yaml11_float(name: str, value):
     """YAML 1.1 (PyYAML) reads ``1e-3`` as a string (it wants ``1.0e-3``); for a float field
     such text is the number it looks like."""
     if isinstance(value, str) and (_PPO_TYPES.get(name) == "float" or name == "max_grad_norm"):
@@ -306,7 +306,7 @@ def apply_overrides(settings: RunSettings, assignments: list[str]) -> RunSetting
             value = yaml.safe_load(raw)
         except yaml.YAMLError:
             value = raw
-        value = _yaml11_float(name, value)
+        value = yaml11_float(name, value)
         values[name] = _ppo_value(name, value)
     if not values:
         return settings

@@ -34,7 +34,7 @@ import numpy as np
 import yaml
 
 from jppo.config import SWEEPABLE, ConfigError, PPOConfig, field_names
-from jppo.run_config import UserError
+from jppo.run_config import UserError, yaml11_float
 
 
 @dataclasses.dataclass(frozen=True)
@@ -115,11 +115,7 @@ def parse(items: list[str], base: PPOConfig) -> Sweep | None:
                 value = yaml.safe_load(text) if text else None
             except yaml.YAMLError:
                 value = text
-            if isinstance(value, str):  # YAML 1.1 reads 1e-3 as text
-                try:
-                    value = float(value)
-                except ValueError:
-                    pass
+            value = yaml11_float(name, value)
             if isinstance(value, bool) or not isinstance(value, (int, float)):
                 raise UserError(f"--sweep {name}: {text!r} is not a number; give numbers separated "
                                 f"by commas, e.g. --sweep {name}=0.1,0.2.")

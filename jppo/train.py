@@ -135,7 +135,7 @@ def run(args) -> int:
 
     jax_driver.make_env(env, settings.environment_parameters)  # refuse a bad env before any write
     mesh = distributed.make_mesh(devices)
-    distributed.check_divisible(settings.num_envs or jax_driver.DEFAULT_NUM_ENVS.get(env, 1), mesh)
+    distributed.check_divisible(jax_driver.num_envs_for(settings, env), mesh)
     _, folder = distributed.on_main(lambda: run_folder.prepare(settings, args.resume, args.force))
     jax_driver.train(settings, env, folder, quiet=args.quiet, stop_after_steps=args.stop_after_steps,
                      mesh=mesh, sweep=sweep)
