@@ -282,13 +282,12 @@ def params_digest(params: Any) -> str:
     return h.hexdigest()
 
 
-def process_report(states: Any, steps_per_env: int) -> list[dict]:
-    """One row per process (a collective): host, devices, environments stepped, steps taken,
-    and the digest of its copy of the parameters. Identical digests mean every process ends
-    with the same parameters."""
-    envs = local_env_count(states)
-    digest = params_digest(states.train.params)
-    row = np.concatenate([np.array([jax.process_index(), jax.local_device_count(), envs],
+def process_report(params: Any, envs: int, steps: int) -> list[dict]:
+    """One row per process (a collective): host, devices, ``envs`` it stepped (JAX
+    environments or Unity workers), ``steps`` it took, and the digest of its copy of the
+    ``params``. Identical digests mean every process ends with the same parameters."""
+    digest = params_digest(params)
+    row = np.concatenate([np.array([jax.process_index(), jax.local_device_count(), envs, steps],
                                    np.int64),
                           np.frombuffer(bytes.fromhex(digest), np.uint8).astype(np.int64)])
     host = socket.gethostname().encode()[:64].ljust(64, b"\0")
@@ -302,9 +301,9 @@ def process_report(states: Any, steps_per_env: int) -> list[dict]:
     out = []
     for r in rows:
         r = [int(v) for v in r]
-        out.append({"process_id": r[0], "host": bytes(r[35:]).rstrip(b"\0").decode(errors="replace"),
-                    "local_devices": r[1], "envs": r[2], "steps": r[2] * steps_per_env,
-                    "params_sha256": bytes(r[3:35]).hex()})
+        out.append({"process_id": r[0], "host": bytes(r[36:]).rstrip(b"\0").decode(errors="replace"),
+                    "local_devices": r[1], "envs": r[2], "steps": r[3],
+                    "params_sha256": bytes(r[4:36]).hex()})
     return out
 
 

@@ -36,6 +36,11 @@ Design choices, measured on the 2-core development machine:
   decay over exactly ``total_adam_steps(buffer_size)``. Padding and masking would need a
   masked loss in the shared train step.
 
+Several processes (``jax.distributed``) or devices: each process serves its own share of the
+workers and fills its share of every update's buffer; the processes meet once per update to
+agree on the step count and on whether all are well, then share the one update
+(``jppo.host_sync``).
+
 Faults end the run with one sentence: exit code 2 where the user has to change something
 before training can start (nothing listening, port in use, several behaviors, wrong shapes,
 a checkpoint that does not fit), 1 where a running environment failed (it died, froze, or sent
@@ -56,14 +61,14 @@ import jax
 import numpy as np
 import yaml
 
-from jppo import checkpoint, run_folder
+from jppo import checkpoint, distributed, host_sync, run_folder
 from jppo.networks import ActionSpec
 from jppo.policy import make_policy
 from jppo.progress import ProgressDisplay
 from jppo.run_config import RunSettings, UserError
 from jppo.run_folder import RunFolder, write_configuration
 from jppo.summaries import RunLog
-from jppo.trajectories import FlatBuffer, TrajectoryAssembler, UpdateBuffer, make_buffer_update
+from jppo.trajectories import Episode, TrajectoryAssembler, UpdateBuffer
 from jppo.update import TrainState, init_train_state
 from jppo.vec_env import Actions, EnvFault, VecEnv
 
@@ -95,10 +100,11 @@ class HostState:
 # ---------------------------------------------------------------------- entry point
 
 
-def main(settings: RunSettings, env: str, args) -> int:
-    """``python -m jppo.train`` for a Unity build, 'editor' or gymnasium:<id>; the exit code."""
+def main(settings: RunSettings, env: str, args, mesh=None) -> int:
+    """``python -m jppo.train`` for a Unity build, 'editor' or gymnasium:<id>; the exit code.
+    ``mesh``: see ``train``."""
     try:
-        train(settings, env, args)
+        train(settings, env, args, mesh)
     except RunFault as fault:
         print(f"jppo: error: {fault}", file=sys.stderr)
         return fault.code
@@ -124,23 +130,30 @@ def num_workers(settings: RunSettings, env: str, args) -> int:
     return value if isinstance(value, int) and value >= 1 else 1
 
 
-def make_vec_env(settings: RunSettings, env: str, workers: int, folder: RunFolder) -> VecEnv:
+def make_vec_env(settings: RunSettings, env: str, workers: int, folder: RunFolder | None,
+                 first_worker: int = 0) -> VecEnv:
+    """``workers`` environments numbered from ``first_worker`` (this process's share of a
+    multi-process run): their seeds, and for Unity their worker ids and ports, follow on from
+    the previous process's."""
     if env.startswith(GYM_PREFIX):
         from jppo.gym_env import GymVecEnv
 
-        return GymVecEnv(env[len(GYM_PREFIX):], workers, settings.behavior, seed=settings.seed,
+        return GymVecEnv(env[len(GYM_PREFIX):], workers, settings.behavior,
+                         seed=settings.seed + first_worker,
                          environment_parameters=settings.environment_parameters)
     from jppo.unity_env import UnityVecEnv
 
     logs = None
     if env != "editor":  # a build writes its Player-<worker>.log there, as under mlagents-learn
-        logs = (folder.path / "run_logs").resolve()
+        path = folder.path if folder is not None else (
+            pathlib.Path(settings.results_dir) / settings.run_id)  # processes other than 0
+        logs = (path / "run_logs").resolve()
         logs.mkdir(parents=True, exist_ok=True)
     return UnityVecEnv(None if env == "editor" else str(pathlib.Path(env).resolve()), workers,
                        settings.base_port, seed=settings.seed, no_graphics=settings.no_graphics,
                        timeout_wait=settings.timeout_wait, time_scale=settings.time_scale,
                        environment_parameters=settings.environment_parameters,
-                       log_folder=None if logs is None else str(logs))
+                       log_folder=None if logs is None else str(logs), first_worker=first_worker)
 
 
 # ---------------------------------------------------------------------- checks
@@ -196,20 +209,36 @@ def _bucket(n: int) -> int:
 
 @dataclasses.dataclass
 class _Period:
-    """What one summary period collected."""
+    """What one summary period collected (episode sums: a multi-process run adds every
+    process's at each meeting)."""
 
     started: float
     start_step: int
-    rewards: list = dataclasses.field(default_factory=list)
-    lengths: list = dataclasses.field(default_factory=list)
+    episodes: int = 0
+    reward_sum: float = 0.0
+    reward_sq_sum: float = 0.0
+    length_sum: float = 0.0
     metrics: list = dataclasses.field(default_factory=list)
 
+    def add(self, episodes: list[Episode]) -> None:
+        rewards = np.array([e.reward for e in episodes], np.float64)
+        self.episodes += len(episodes)
+        self.reward_sum += float(rewards.sum())
+        self.reward_sq_sum += float((rewards ** 2).sum())
+        self.length_sum += float(sum(e.length for e in episodes))
+
+    def add_sums(self, status: host_sync.Status) -> None:
+        self.episodes += status.episodes
+        self.reward_sum += status.reward_sum
+        self.reward_sq_sum += status.reward_sq_sum
+        self.length_sum += status.length_sum
+
     def summarize(self, step: int, now: float, last_metrics: dict) -> dict:
-        n = len(self.rewards)
-        out = {"episodes": float(n),
-               "cumulative_reward": float(np.mean(self.rewards)) if n else math.nan,
-               "reward_std": float(np.std(self.rewards)) if n else math.nan,
-               "episode_length": float(np.mean(self.lengths)) if n else math.nan,
+        n = self.episodes
+        mean = self.reward_sum / n if n else math.nan
+        out = {"episodes": float(n), "cumulative_reward": mean,
+               "reward_std": math.sqrt(max(self.reward_sq_sum / n - mean * mean, 0.0)) if n else math.nan,
+               "episode_length": self.length_sum / n if n else math.nan,
                "steps_per_second": (step - self.start_step) / max(now - self.started, 1e-9)}
         out["extrinsic_reward"] = out["cumulative_reward"]
         metrics = jax.device_get(self.metrics)
@@ -221,33 +250,51 @@ class _Period:
         return out
 
 
-def train(settings: RunSettings, env: str, args) -> dict:
-    """One host run from the command line's ``args``; returns run_info.json's content."""
+class _Interrupted(KeyboardInterrupt):
+    """A process of the run was interrupted; every process has been told and the checkpoint
+    saved."""
+
+
+class _Stop(Exception):
+    """This process cannot go on: ``cause`` (one sentence), exit ``code``, and whether the
+    train state itself went bad (then it is not saved)."""
+
+    def __init__(self, cause: str, code: int, diverged: bool = False):
+        super().__init__(cause)
+        self.cause, self.code, self.diverged = cause, code, diverged
+
+
+def train(settings: RunSettings, env: str, args, mesh=None) -> dict:
+    """One host run from the command line's ``args``; returns run_info.json's content.
+
+    ``mesh`` (``jppo.distributed.make_mesh``) lays the update out over devices, of this process
+    or of every process of a ``jax.distributed`` run: each process then steps its own share of
+    the workers and only process 0 writes (``jppo.host_sync``)."""
     if settings.num_seeds != 1:
         raise UserError(f"num_seeds = {settings.num_seeds} is not supported with --env {env}; "
                         "a Unity or Gymnasium environment trains one seed per run.")
     workers = num_workers(settings, env, args)
     if workers < 1:
         raise UserError(f"--num-envs {workers} is not allowed; give a number of workers >= 1.")
-    folder = run_folder.prepare(settings, args.resume, args.force)
-    saved_meta = checkpoint.read(folder.resume_from)[0] if folder.resume_from else None
-    quiet, stop_after = getattr(args, "quiet", False), getattr(args, "stop_after_steps", None)
+    processes = jax.process_count()
+    if workers % processes:
+        raise UserError(f"{workers} worker(s) cannot be shared evenly by {processes} processes; "
+                        f"give --num-envs (the workers of all processes together) a multiple of "
+                        f"{processes}.")
+    layout = host_sync.make_layout(mesh, settings.ppo, getattr(args, "split_minibatches", False))
+    _, folder = distributed.on_main(lambda: run_folder.prepare(settings, args.resume, args.force))
+    main = distributed.is_main()
+    saved_meta = checkpoint.read(folder.resume_from)[0] if main and folder.resume_from else None
+    quiet, stop_after = getattr(args, "quiet", False) or not main, getattr(args, "stop_after_steps", None)
     start_step = int(saved_meta["steps"]) if saved_meta else 0
     display = ProgressDisplay(settings.behavior, settings.ppo.max_steps, start_step, quiet=quiet)
-    run = _HostRun(settings, env, folder, workers, display, stop_after)
+    run = _HostRun(settings, env, folder, workers, layout, display, stop_after, args)
     # tensorboardX imports torch where it is installed (7 s here): done while Unity connects
     # rather than while it waits for the first actions.
     run.background(importlib.import_module, "tensorboardX")
     with display:
         try:
             run.connect(saved_meta)
-        except EnvFault as fault:
-            run.close()
-            raise RunFault(f"{str(fault).rstrip('.')}.", 2 if fault.kind != "nan" else 1) from None
-        except BaseException:
-            run.close()
-            raise
-        try:
             run.loop()
         finally:
             run.close()
@@ -257,15 +304,22 @@ def train(settings: RunSettings, env: str, args) -> dict:
 class _HostRun:
     """The state of one host run between ``connect`` and ``finish``."""
 
-    def __init__(self, settings: RunSettings, env: str, folder: RunFolder, workers: int,
-                 display: ProgressDisplay, stop_after: int | None):
+    def __init__(self, settings: RunSettings, env: str, folder: RunFolder | None, workers: int,
+                 layout: host_sync.Layout, display: ProgressDisplay, stop_after: int | None,
+                 args=None):
         self.settings, self.env_name, self.folder = settings, env, folder
-        self.workers, self.display, self.stop_after = workers, display, stop_after
+        self.workers, self.layout, self.display, self.stop_after = workers, layout, display, stop_after
         self.config = settings.ppo
+        self.split = bool(getattr(args, "split_minibatches", False))
+        self.main = distributed.is_main()
+        self.processes = jax.process_count()
+        self.local_workers = workers // self.processes
         self.vec: VecEnv | None = None
         self.history: list = []
         self.compile_s = self.train_s = 0.0
         self.saved_at = -1
+        self.complete = False
+        self.local_steps = 0  # this process's decisions since the run (re)started
         self._pool = concurrent.futures.ThreadPoolExecutor(2)
 
     def background(self, fn, *args) -> concurrent.futures.Future:
@@ -275,16 +329,34 @@ class _HostRun:
 
     def connect(self, saved_meta: dict | None) -> None:
         settings, config = self.settings, self.config
+        first = jax.process_index() * self.local_workers
         if self.env_name == "editor":
-            ports = ", ".join(str((settings.base_port or 5004) + i) for i in range(self.workers))
+            base = (settings.base_port or 5004) + first
+            ports = ", ".join(str(base + i) for i in range(self.local_workers))
             self.display.message(f"waiting for Unity on port {ports}: press Play in the editor "
                                  f"(or start the player) within {settings.timeout_wait:g} s")
-        self.vec = make_vec_env(settings, self.env_name, self.workers, self.folder)
-        self.reports = self.vec.reset()
-        self.behavior, self.obs_size, self.action_spec = pick_behavior(self.vec, settings, self.env_name)
-        if saved_meta is not None:
-            check_resume(saved_meta, self.behavior, self.obs_size, self.action_spec,
-                         self.folder.resume_from)
+        try:
+            self.vec = make_vec_env(settings, self.env_name, self.local_workers, self.folder,
+                                    first_worker=first)
+            self.reports = self.vec.reset()
+            self.behavior, self.obs_size, self.action_spec = pick_behavior(
+                self.vec, settings, self.env_name)
+            stop = None
+        except EnvFault as fault:
+            stop = _Stop(str(fault).rstrip("."), 2 if fault.kind != "nan" else 1)
+        if self.processes > 1:  # every process learns whether all of them could start
+            statuses = host_sync.exchange(self._status(stop))
+            bad = [(i, s) for i, s in enumerate(statuses) if s.code != host_sync.READY]
+            if bad:
+                i, s = bad[0]
+                cause = (s.message if i == jax.process_index()
+                         else f"process {i} of {self.processes}: {s.message}")
+                raise RunFault(f"{cause}; every process stopped before training.", s.exit_code)
+        elif stop is not None:
+            raise RunFault(f"{stop.cause}.", stop.code)
+        if saved_meta is not None or self.processes > 1:  # a collective with several processes
+            distributed.on_main(lambda: saved_meta and check_resume(
+                saved_meta, self.behavior, self.obs_size, self.action_spec, self.folder.resume_from))
         self.meta = {**checkpoint.policy_meta(config, self.action_spec, self.obs_size,
                                               settings.behavior),
                      "driver": DRIVER, "env": self.env_name, "num_envs": self.workers,
@@ -293,20 +365,33 @@ class _HostRun:
         train_state = jax.jit(lambda key: init_train_state(key, config, self.obs_size, self.action_spec))(
             jax.random.PRNGKey(settings.seed))
         state = HostState(train_state, np.zeros((), np.int64), np.zeros((), np.int64))
-        if self.folder.resume_from is not None:
-            _, state = checkpoint.restore(self.folder.resume_from, state)
+        if distributed.broadcast_flag(self.main and self.folder.resume_from is not None):
+            def restore():
+                return checkpoint.restore(self.folder.resume_from, state)[1]
+            _, restored = distributed.on_main(restore)
+            state = distributed.broadcast_tree(restored if self.main else jax.device_get(state))
             self.saved_at = int(state.steps)
-        self.state = state.train
+        self.state = distributed.place_replicated(self.layout.mesh, state.train)
         self.steps, self.updates = int(state.steps), int(state.updates)
         self.start_step = self.steps
-        write_configuration(self.folder, settings, {
-            "env": self.env_name, "driver": DRIVER, "num_envs": self.workers,
-            "behavior_name": self.behavior, "observation_size": self.obs_size,
-            "action_spec": list(self.action_spec)})
+        if self.main:
+            extra = {"env": self.env_name, "driver": DRIVER, "num_envs": self.workers,
+                     "behavior_name": self.behavior, "observation_size": self.obs_size,
+                     "action_spec": list(self.action_spec)}
+            if self.layout.mesh is not None:
+                extra.update(devices=self.layout.segments, processes=self.processes,
+                             split_minibatches=self.split)
+            write_configuration(self.folder, settings, extra)
+        how = "every minibatch split over" if self.split else "replicated on"
+        where = "" if self.layout.mesh is None else (
+            f"; the update is {how} {self.layout.segments} devices"
+            + (f" of {self.processes} processes ({self.local_workers} worker(s) and "
+               f"{self.layout.share} steps of each update per process)"
+               if self.processes > 1 else ""))
         self.display.message(
             f"connected to {self.workers} {self.vec.description} worker(s); behavior "
             f"{self.behavior!r}: {self.obs_size} observations, {self.action_spec.size} "
-            f"{self.action_spec.kind} actions; an update every {config.buffer_size} steps")
+            f"{self.action_spec.kind} actions; an update every {config.buffer_size} steps{where}")
         self._build_programs()
 
     def _build_programs(self) -> None:
@@ -319,42 +404,42 @@ class _HostRun:
 
         self._act = jax.jit(act)
         self._act_key = jax.random.fold_in(jax.random.PRNGKey(self.settings.seed), 1)
+        if self.processes > 1:  # each process samples its own actions
+            self._act_key = jax.random.fold_in(self._act_key, jax.process_index())
         self._act_rows = 0
+        self._acting = host_sync.local_copy((self.state.params, self.state.normalizer))
         total = config.total_adam_steps(config.buffer_size)
-        self._update = jax.jit(make_buffer_update(config, spec, total))
-        n, d = config.buffer_size, self.obs_size
-        actions = (np.zeros((n, spec.size), np.float32) if spec.is_continuous
-                   else np.zeros(n, np.int32))
-        ends = np.zeros(n, np.float32)
-        ends[-1] = 1.0
-        dummy = FlatBuffer(np.zeros((n, d), np.float32), actions,
-                           np.zeros((n, spec.log_prob_dims), np.float32), np.zeros(n, np.float32),
-                           ends, np.zeros(n, np.float32), np.zeros((n, d), np.float32))
+        update = host_sync.make_update(self.layout, config, spec, total, self.split)
+        buffer = host_sync.abstract_buffer(self.layout, self.obs_size, spec)
 
-        def warm():
-            # Compiles the update while the environment runs, so the first update does not stall
-            # Unity for seconds; the result is thrown away.
+        def compile_update():
+            # Compiled while the environment runs, so the first update does not stall Unity for
+            # seconds. Compiled only, not run: a run would be a collective across processes.
             t = time.perf_counter()
-            jax.block_until_ready(self._update(self.state, dummy))
-            return time.perf_counter() - t
+            compiled = update.lower(self.state, buffer).compile()
+            return compiled, time.perf_counter() - t
 
-        self._compiled = self.background(warm)
+        self._update = None
+        self._compiled = self.background(compile_update)
 
     # ------------------------------------------------------------------ loop
 
     def loop(self) -> None:
         config, settings = self.config, self.settings
         assembler = TrajectoryAssembler(config.time_horizon, self.obs_size, self.action_spec)
-        buffer = UpdateBuffer(config.buffer_size)
-        self.log = RunLog(self.folder.path, settings.behavior, 1,
-                          self.start_step if self.folder.resume_from else None)
+        self.buffer = UpdateBuffer(self.layout.segment)
+        self.log = (RunLog(self.folder.path, settings.behavior, 1,
+                           self.start_step if self.folder.resume_from else None)
+                    if self.main else None)
         freq, interval = settings.summary_freq, settings.checkpoint_interval
         next_summary = (self.steps // freq + 1) * freq
         next_save = (self.steps // interval + 1) * interval
         started = last_shown = time.perf_counter()
         self._elapsed0 = started
-        period = _Period(started, self.steps)
-        last_metrics: dict = {}
+        self.period = _Period(started, self.steps)
+        self._unsent = _Period(started, self.steps)  # episodes not yet told to process 0
+        self._last_metrics: dict = {}
+        self._in_collective = False
         counter = self.steps
         reports = dict(enumerate(self.reports))  # worker -> its latest report, not yet acted on
         self.complete = self.steps >= config.max_steps
@@ -374,15 +459,13 @@ class _HostRun:
                     batch = np.zeros((self._act_rows, self.obs_size), np.float32)
                     batch[:total] = np.concatenate([steps_of[w].decision_obs for w in ready
                                                     if len(ids[w])])
-                    a, lp = self._act(self.state.params, self.state.normalizer, batch,
-                                      self._act_key, counter)
+                    a, lp = self._act(*self._acting, batch, self._act_key, counter)
                     counter += 1
                     actions, log_probs = np.asarray(a)[:total], np.asarray(lp)[:total]
                     if not np.isfinite(log_probs).all() or (
                             self.action_spec.is_continuous and not np.isfinite(actions).all()):
-                        raise RunFault(self._stop_note(
-                            f"training diverged: the policy's actions are not finite at step "
-                            f"{self.steps}", diverged=True), 1)
+                        raise _Stop(f"training diverged: the policy's actions are not finite at "
+                                    f"step {self.steps}", 1, diverged=True)
                 rows, start = {}, 0
                 for w in ready:
                     rows[w] = slice(start, start + len(ids[w]))
@@ -399,25 +482,25 @@ class _HostRun:
                     if len(ids[w]):
                         assembler.act(w, ids[w], actions[rows[w]], log_probs[rows[w]])
                     for t in trajectories:
-                        buffer.add(t)
-                    period.rewards += [e.reward for e in episodes]
-                    period.lengths += [e.length for e in episodes]
-                    self.steps += experiences
-                while buffer.ready():
-                    if self._compiled is not None:
-                        self.compile_s = self._compiled.result()
-                        self._compiled = None
-                    self.state, last_metrics = self._update(self.state, buffer.take())
-                    period.metrics.append(last_metrics)
-                    self.updates += 1
+                        self.buffer.add(t)
+                    (self.period if self.processes == 1 else self._unsent).add(episodes)
+                    self.local_steps += experiences
+                if self.processes == 1:
+                    self.steps = self.start_step + self.local_steps
+                    while self.buffer.count >= self.layout.share:
+                        self._learn()
+                elif self.buffer.count >= self.layout.share:
+                    # Every process meets here once per update; the run's step count, its
+                    # summaries and the decision to stop are settled at the meeting.
+                    self._meet(self._status(None))
+                    self._learn()
 
                 # 3. Summaries, progress, checkpoints, the end.
                 now = time.perf_counter()
                 self.complete = self.steps >= config.max_steps
                 stop = self.stop_after is not None and self.steps - self.start_step >= self.stop_after
                 if self.steps >= next_summary or self.complete or stop:
-                    self._summarize(period, now, last_metrics)
-                    period = _Period(now, self.steps)
+                    self._summarize(now)
                     next_summary = (self.steps // freq + 1) * freq
                 if now - last_shown > 0.5 or self.complete or stop:
                     rate = (self.steps - self.start_step) / max(now - started, 1e-9)
@@ -429,15 +512,97 @@ class _HostRun:
                 if self.complete or stop:
                     break
                 reports = self._wait()
+        except _Stop as stop:
+            self._stopped(stop)
+        except _Interrupted:
+            raise
         except KeyboardInterrupt:
-            if self.steps != self.saved_at and _finite(self.state):
-                self._save()
-            self.display.message(f"interrupted at step {self.steps}; checkpoint saved. Continue "
-                                 "with --resume.")
+            self._interrupted()
             raise
         finally:
             self.train_s = time.perf_counter() - started
-            self.log.close()
+            if self.log is not None:
+                self.log.close()
+
+    def _learn(self) -> None:
+        """One update on this process's share of the buffer (every process at once)."""
+        if self._update is None:
+            self._update, self.compile_s = self._compiled.result()
+        parts = [self.buffer.take() for _ in range(self.layout.local_segments)]
+        self._in_collective = True
+        self.state, self._last_metrics = self._update(
+            self.state, host_sync.global_buffer(self.layout, parts))
+        if self.processes > 1:  # not addressable as a whole: this process's copy (waits for it)
+            self._last_metrics = distributed.fetch_replicated(self._last_metrics)
+        self._in_collective = False
+        self._acting = host_sync.local_copy((self.state.params, self.state.normalizer))
+        self.period.metrics.append(self._last_metrics)
+        self.updates += 1
+
+    # ------------------------------------------------------------------ processes
+
+    def _status(self, stop: _Stop | None, code: int | None = None) -> host_sync.Status:
+        """This process's report for a meeting; hands its episodes over."""
+        unsent = getattr(self, "_unsent", None)
+        status = host_sync.Status(
+            code=host_sync.READY if stop is None and code is None else
+            (code if code is not None else host_sync.FAULT),
+            exit_code=0 if stop is None else stop.code, message="" if stop is None else stop.cause,
+            diverged=bool(stop is not None and stop.diverged), steps=self.local_steps)
+        if unsent is not None:
+            status = dataclasses.replace(status, episodes=unsent.episodes,
+                                         reward_sum=unsent.reward_sum,
+                                         reward_sq_sum=unsent.reward_sq_sum,
+                                         length_sum=unsent.length_sum)
+            self._unsent = _Period(time.perf_counter(), self.steps)
+        return status
+
+    def _meet(self, status: host_sync.Status) -> list[host_sync.Status]:
+        """Exchange statuses with every process: the run's step count and episodes; a process
+        that stopped stops every process (``RunFault`` or ``KeyboardInterrupt``)."""
+        self._in_collective = True
+        statuses = host_sync.exchange(status)
+        self._in_collective = False
+        self.steps = self.start_step + sum(s.steps for s in statuses)
+        for s in statuses:
+            self.period.add_sums(s)
+        bad = [(i, s) for i, s in enumerate(statuses) if s.code != host_sync.READY]
+        if not bad:
+            return statuses
+        i, s = bad[0]
+        me = i == jax.process_index()
+        if s.code == host_sync.INTERRUPTED:
+            self._note_interrupted(None if me else i)
+            raise _Interrupted
+        cause = s.message if me else f"process {i} of {self.processes}: {s.message}"
+        raise RunFault(self._stop_note(cause, s.diverged), s.exit_code)
+
+    def _stopped(self, stop: _Stop) -> None:
+        if self.processes == 1:
+            raise RunFault(self._stop_note(stop.cause, stop.diverged), stop.code) from None
+        self._meet(self._status(stop))  # raises for every process
+
+    def _interrupted(self) -> None:
+        """Ctrl-C: save (process 0) and tell the other processes, unless it came in the middle
+        of a collective, which the others cannot finish without this process."""
+        if self.processes == 1:
+            self._note_interrupted(None)
+        elif self._in_collective:
+            self.display.message(f"interrupted in the middle of an update; the other processes "
+                                 f"stop when jax.distributed sees this one gone. Continue with "
+                                 f"--resume from the last checkpoint (step {max(self.saved_at, 0)}).")
+        else:
+            try:
+                self._meet(self._status(None, code=host_sync.INTERRUPTED))
+            except _Interrupted:
+                pass
+
+    def _note_interrupted(self, by: int | None) -> None:
+        if self.steps != self.saved_at and _finite(host_sync.local_copy(self.state)):
+            self._save()
+        who = "" if by is None else f"process {by} was interrupted; "
+        self.display.message(f"{who}interrupted at step {self.steps}; checkpoint saved. "
+                             "Continue with --resume.")
 
     def _wait(self):
         try:
@@ -446,14 +611,14 @@ class _HostRun:
                 pick_behavior(self.vec, self.settings, self.env_name)  # raises, naming them
             return reports
         except EnvFault as fault:
-            code = 2 if fault.kind in _SETUP_KINDS else 1
-            raise RunFault(self._stop_note(str(fault).rstrip("."), diverged=False), code) from None
+            raise _Stop(str(fault).rstrip("."), 2 if fault.kind in _SETUP_KINDS else 1) from None
 
     def _stop_note(self, cause: str, diverged: bool) -> str:
         """``cause`` and what became of the checkpoints, in one sentence; saves one first
         where the run progressed since the last and the train state is consistent."""
         run = f"run {self.settings.run_id!r}"
-        if not diverged and self.steps > max(self.saved_at, self.start_step) and _finite(self.state):
+        if not diverged and self.steps > max(self.saved_at, self.start_step) and _finite(
+                host_sync.local_copy(self.state)):
             self._save()
             return (f"{cause}; {run} stopped at step {self.steps}, saved there: continue with "
                     "--resume once the environment works again.")
@@ -463,15 +628,20 @@ class _HostRun:
         return f"{cause}; {run} stopped before its first checkpoint: start it again with --force."
 
     def _save(self) -> None:
-        state = HostState(self.state, np.asarray(self.steps, np.int64),
-                          np.asarray(self.updates, np.int64))
-        checkpoint.save(self.folder.path, self.steps, state, self.meta, self.settings.keep_checkpoints)
+        """Process 0 writes its copy of the (replicated) state; the others note the step."""
+        if self.main:
+            state = HostState(host_sync.local_copy(self.state), np.asarray(self.steps, np.int64),
+                              np.asarray(self.updates, np.int64))
+            checkpoint.save(self.folder.path, self.steps, state, self.meta,
+                            self.settings.keep_checkpoints)
         self.saved_at = self.steps
 
-    def _summarize(self, period: _Period, now: float, last_metrics: dict) -> None:
-        row = period.summarize(self.steps, now, last_metrics)
+    def _summarize(self, now: float) -> None:
+        row = self.period.summarize(self.steps, now, self._last_metrics)
+        self.period = _Period(now, self.steps)
         self.history.append([row])
-        self.log.write(self.steps, now - self._elapsed0, [row])
+        if self.main:
+            self.log.write(self.steps, now - self._elapsed0, [row])
         self.display.log(self.steps, now - self._elapsed0, row["cumulative_reward"], row["reward_std"])
 
     def _last_reward(self) -> float:
@@ -492,9 +662,15 @@ class _HostRun:
     def finish(self) -> dict:
         from jppo.jax_driver import finish
 
+        extra = {}
+        if self.layout.mesh is not None:  # a collective: every process reports
+            extra = {"devices": self.layout.segments, "processes": distributed.process_report(
+                self.state.params, self.local_workers, self.local_steps)}
+        if not self.main:
+            return {"steps": self.steps, "complete": self.complete, **extra}
         return finish(self.settings, self.folder, self.env_name, self.workers, self.history,
                       self.steps, self.steps - self.start_step, self.compile_s, self.train_s,
-                      self.display, complete=self.complete)
+                      self.display, complete=self.complete, extra_info=extra)
 
 
 __all__ = ["HostState", "RunFault", "check_resume", "main", "make_vec_env", "num_workers",

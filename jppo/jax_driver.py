@@ -202,7 +202,8 @@ def train(settings: RunSettings, env_name: str, folder: RunFolder | None, *, qui
         log.close()
     extra_info = {}
     if mesh is not None:
-        processes = distributed.process_report(states, done * trainer.num_steps)
+        envs = distributed.local_env_count(states)
+        processes = distributed.process_report(states.train.params, envs, envs * done * trainer.num_steps)
         extra_info = {"devices": distributed.device_count(mesh), "processes": processes}
     if not main:
         return {"steps": done * spu, "complete": done == total, **extra_info}

@@ -44,14 +44,20 @@ def build_parser() -> argparse.ArgumentParser:
                    help="stop (with a checkpoint) after about N more steps; continue with --resume")
     p.add_argument("--no-export", action="store_true", help="do not write the ONNX model at the end")
     p.add_argument("--quiet", action="store_true", help="no progress bar or log lines")
-    scale = p.add_argument_group("Scale out (JAX environments)")
+    scale = p.add_argument_group("Scale out")
     scale.add_argument("--devices", metavar="N|all",
-                       help="split the environments over N local devices (GPUs, TPU cores, or "
-                       "CPU devices forced by XLA_FLAGS), or 'all'; one shared update (default 1)")
+                       help="split the environments (JAX) or the update's buffer (Unity, "
+                       "Gymnasium) over N local devices (GPUs, TPU cores, or CPU devices forced "
+                       "by XLA_FLAGS), or 'all'; one shared update (default 1)")
     scale.add_argument("--sweep", action="append", default=[], metavar="NAME=V1,V2,...",
-                       help="train every value (and every seed of --num-seeds) in one compiled "
+                       help="JAX environments: train every value (and every seed of --num-seeds) in one compiled "
                        "program, e.g. --sweep learning_rate=1e-4,3e-4,1e-3; repeat to sweep a "
                        "product")
+    scale.add_argument("--split-minibatches", action="store_true",
+                       help="Unity, Gymnasium: split every minibatch across the devices and "
+                       "all-reduce the gradient at each Adam step (for big batches on fast "
+                       "links) instead of gathering the buffer once per update and running the "
+                       "update on every device (the default)")
     scale.add_argument("--coordinator", metavar="HOST:PORT",
                        help="multi-process run: address of process 0 (jax.distributed)")
     scale.add_argument("--num-processes", type=int, metavar="N",
@@ -95,28 +101,24 @@ def is_host_env(env: str) -> bool:
     return env == "editor" or env.startswith("gymnasium:") or pathlib.Path(env).exists()
 
 
-def scale_out_flags(args) -> list[str]:
-    """The scale-out flags given on the command line."""
-    given = [("--devices", args.devices is not None), ("--sweep", bool(args.sweep)),
-             ("--coordinator", args.coordinator is not None),
-             ("--num-processes", args.num_processes is not None),
-             ("--process-id", args.process_id is not None), ("--distributed", args.distributed)]
-    return [name for name, present in given if present]
-
-
 def run(args) -> int:
     from jppo import envs, run_folder
 
     settings, env = resolve(args)
-    if env not in envs.names() and is_host_env(env):
-        flags = scale_out_flags(args)
-        if flags:
-            raise UserError(f"{flags[0]} works with the JAX environments only ("
-                            f"{', '.join(envs.names())}); a Unity or Gymnasium environment "
-                            "trains on one device in one process.")
-        from jppo import host_training
+    host = env not in envs.names() and is_host_env(env)
+    if host and args.sweep:
+        raise UserError(f"--sweep works with the JAX environments only ({', '.join(envs.names())}"
+                        "); a Unity or Gymnasium environment trains one setting per run.")
+    if not host and args.split_minibatches:
+        raise UserError("--split-minibatches is for Unity and Gymnasium environments; the JAX "
+                        "environments always split their minibatches across --devices.")
+    if host:
+        from jppo import distributed, host_training
 
-        return host_training.main(settings, env, args)
+        devices = distributed.parse_devices(args.devices)
+        distributed.initialize(args.coordinator, args.num_processes, args.process_id,
+                               args.distributed)
+        return host_training.main(settings, env, args, distributed.make_mesh(devices))
     from jppo import sweep as sweeps
 
     sweep = sweeps.parse(args.sweep, settings.ppo)

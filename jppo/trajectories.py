@@ -258,25 +258,42 @@ class UpdateBuffer:
                           truncations, final_obs)
 
 
-def gae_targets(config: PPOConfig, buffer: FlatBuffer, values: jax.Array, final_values: jax.Array):
+def gae_targets(config: PPOConfig, buffer: FlatBuffer, values: jax.Array, final_values: jax.Array,
+                segments: int = 1):
     """``(advantages [B], returns [B])`` of every trajectory in ``buffer``: ``jppo.gae`` with
     each trajectory's last step as a done (no bootstrap) or a truncation bootstrapping from
     ``final_values`` = V(``final_obs``); ``values`` ``[B]`` = V(``obs``). Rewards are scaled by
-    the extrinsic ``strength``."""
-    return gae(buffer.rewards * config.strength, values, buffer.dones, jnp.zeros(()),
-               gamma=config.gamma, lam=config.lambd, truncations=buffer.truncations,
-               final_values=final_values)
+    the extrinsic ``strength``.
+
+    ``segments`` > 1 (the data-parallel update: one segment per device) runs GAE on the buffer
+    cut into that many equal runs side by side, each ending at a trajectory's end, so a device
+    never needs another device's rows; the result is the same as one run through the whole
+    buffer, since no advantage crosses a trajectory's end."""
+    def side_by_side(x):  # [B] -> [B / segments, segments]: time-major, one column per segment
+        return x.reshape(segments, -1).T
+
+    def back(x):
+        return x.T.reshape(-1)
+
+    advantages, returns = gae(
+        side_by_side(buffer.rewards * config.strength), side_by_side(values),
+        side_by_side(buffer.dones), jnp.zeros((segments,)), gamma=config.gamma, lam=config.lambd,
+        truncations=side_by_side(buffer.truncations), final_values=side_by_side(final_values))
+    return back(advantages), back(returns)
 
 
-def make_buffer_update(config: PPOConfig, action_spec: ActionSpec, total_updates: int):
+def make_buffer_update(config: PPOConfig, action_spec: ActionSpec, total_updates: int,
+                       segments: int = 1, place_minibatches=None):
     """``(train_state, FlatBuffer) -> (train_state, metrics)``, not jitted.
 
     As ML-Agents' ``_process_trajectory``: the normalizer first takes in the observations,
     then values are computed with it (the stored acting-time values are not used), then GAE per
-    trajectory; ``total_updates`` is the schedules' horizon in Adam steps.
+    trajectory; ``total_updates`` is the schedules' horizon in Adam steps. ``segments`` and
+    ``place_minibatches`` lay the update out over devices (``jppo.host_sync``): the buffer is
+    made of ``segments`` equal runs that each end at a trajectory's end.
     """
     policy = make_policy(config, action_spec)
-    train_on_batch = make_train_on_batch(config, action_spec, total_updates)
+    train_on_batch = make_train_on_batch(config, action_spec, total_updates, place_minibatches)
 
     def update(state: TrainState, buffer: FlatBuffer):
         normalizer = state.normalizer
@@ -284,7 +301,7 @@ def make_buffer_update(config: PPOConfig, action_spec: ActionSpec, total_updates
             normalizer = obs_norm.update(normalizer, buffer.obs)
         values = policy.value(state.params, normalizer, buffer.obs)
         final_values = policy.value(state.params, normalizer, buffer.final_obs)
-        advantages, returns = gae_targets(config, buffer, values, final_values)
+        advantages, returns = gae_targets(config, buffer, values, final_values, segments)
         batch = normalized_batch(config, buffer.obs, buffer.actions, buffer.log_probs, values,
                                  advantages, returns)
         return train_on_batch(state.replace(normalizer=normalizer), batch)

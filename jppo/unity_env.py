@@ -84,12 +84,15 @@ class _Worker:
 
 class UnityVecEnv(VecEnv):
     """``num_workers`` Unity instances (a build started per worker, or ``None``: connect to
-    editors/players already running). ``timeout_wait`` bounds every wait for Unity."""
+    editors/players already running). ``timeout_wait`` bounds every wait for Unity.
+    ``first_worker`` numbers this set's workers from there (worker id, port, seed), so the
+    processes of one multi-process run on one machine do not compete for ports."""
 
     def __init__(self, file_name: str | None, num_workers: int = 1, base_port: int | None = None, *,
                  seed: int = 0, no_graphics: bool = False, timeout_wait: float = 60.0,
                  time_scale: float = 20.0, environment_parameters: dict | None = None,
-                 log_folder: str | None = None):
+                 log_folder: str | None = None, first_worker: int = 0):
+        self.first_worker = first_worker
         self.file_name = None if file_name is None else str(file_name)
         self.num_workers = num_workers
         self.base_port = base_port if base_port is not None else (
@@ -105,10 +108,10 @@ class UnityVecEnv(VecEnv):
         self._workers: list[_Worker] = []
 
     def port(self, worker: int) -> int:
-        return self.base_port + worker
+        return self.base_port + self.first_worker + worker
 
     def _where(self, worker: int) -> str:
-        return f"Unity worker {worker} (port {self.port(worker)})"
+        return f"Unity worker {self.first_worker + worker} (port {self.port(worker)})"
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -120,7 +123,9 @@ class UnityVecEnv(VecEnv):
         deadline = time.monotonic() + 2 * self.timeout_wait + _GRACE_S
         for i in range(self.num_workers):
             editor = self.file_name is None
-            settings = dict(self._settings, seed=self._seed + i, worker_id=0 if editor else i,
+            number = self.first_worker + i
+            settings = dict(self._settings, seed=self._seed + number,
+                            worker_id=0 if editor else number,
                             base_port=self.port(i) if editor else self.base_port)
             worker = _Worker(i, self.port(i), settings)
             worker.deadline = deadline

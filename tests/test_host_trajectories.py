@@ -201,6 +201,39 @@ def test_gae_bootstraps_interrupted_and_cut_trajectories_and_zeroes_real_ends():
         np.testing.assert_allclose(returns, np.array(want) + 0.5, rtol=1e-6)
 
 
+def test_gae_in_segments_equals_one_run_through_the_buffer():
+    """The data-parallel update runs GAE on each device's rows alone: cut where trajectories
+    end, side by side, it must give what one run through the whole buffer gives."""
+    rng = np.random.default_rng(7)
+    n, segments = 24, 3
+    dones = (rng.random(n) < 0.15).astype(np.float32)
+    truncations = ((rng.random(n) < 0.15) & (dones == 0)).astype(np.float32)
+    ends = np.arange(n // segments - 1, n, n // segments)
+    truncations[ends] = np.where(dones[ends] == 0, 1.0, 0.0)  # every segment ends a trajectory
+    flat = FlatBuffer(np.zeros((n, 2), np.float32), np.zeros((n, 1), np.float32),
+                      np.zeros((n, 1), np.float32), rng.normal(size=n).astype(np.float32), dones,
+                      truncations, np.zeros((n, 2), np.float32))
+    values = rng.normal(size=n).astype(np.float32)
+    final_values = rng.normal(size=n).astype(np.float32) * truncations
+    config = PPOConfig(gamma=0.9, lambd=0.8, batch_size=4, buffer_size=n)
+    one = gae_targets(config, flat, values, final_values)
+    split = gae_targets(config, flat, values, final_values, segments)
+    for a, b in zip(one, split):
+        np.testing.assert_allclose(b, a, rtol=1e-6, atol=1e-6)
+    # Plain Python, backwards through the buffer, for the one run.
+    want, running = np.zeros(n), 0.0
+    for t in reversed(range(n)):
+        if dones[t]:
+            delta, running = flat.rewards[t] - values[t], 0.0
+        elif truncations[t]:
+            delta, running = flat.rewards[t] + 0.9 * final_values[t] - values[t], 0.0
+        else:
+            delta = flat.rewards[t] + 0.9 * values[t + 1] - values[t]
+        running = delta + 0.9 * 0.8 * running
+        want[t] = running
+    np.testing.assert_allclose(np.asarray(split[0]), want, rtol=1e-5, atol=1e-5)
+
+
 def test_update_learns_from_exactly_the_buffer_and_updates_the_normalizer_once():
     config = PPOConfig(batch_size=4, buffer_size=8, num_epoch=2, hidden_units=8, num_layers=1,
                        normalize=True, time_horizon=4)

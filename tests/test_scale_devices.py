@@ -75,33 +75,44 @@ def leaves(path):
     return [data[f"arr_{i}"] for i in range(len(data.files))]
 
 
-def test_one_two_and_four_devices(tmp_path):
-    """One subprocess (the expensive part) and every check on it, so that pytest-xdist does not
-    start it twice."""
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4")
-    out = subprocess.run([sys.executable, "-c", SCRIPT, str(tmp_path)], capture_output=True,
+def run_with_devices(script: str, count: int, folder) -> tuple[dict, str]:
+    """``script`` in a Python with ``count`` forced CPU devices, given ``folder``; its
+    ``REPORT {json}`` line and its stderr."""
+    env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={count}")
+    out = subprocess.run([sys.executable, "-c", script, str(folder)], capture_output=True,
                          text=True, timeout=300, env=env)
     assert out.returncode == 0, out.stderr[-3000:]
     line = [l for l in out.stdout.splitlines() if l.startswith("REPORT ")][-1]
     report = json.loads(line[len("REPORT "):])
-    assert report["device_count"] == 4
+    assert report["device_count"] == count
+    return report, out.stderr
+
+
+def assert_same_leaves(one: list, other: list):
+    """Float leaves equal to atol 1e-6 + rtol 1e-6 (see above); the rest exactly."""
+    assert len(one) == len(other)
+    for a, b in zip(one, other):
+        assert a.shape == b.shape and a.dtype == b.dtype
+        if a.dtype.kind == "f":
+            np.testing.assert_allclose(b, a, rtol=1e-6, atol=1e-6)
+        else:  # keys, counters, step counts: exactly equal
+            np.testing.assert_array_equal(b, a)
+
+
+def test_one_two_and_four_devices(tmp_path):
+    """One subprocess (the expensive part) and every check on it, so that pytest-xdist does not
+    start it twice."""
+    report, stderr = run_with_devices(SCRIPT, 4, tmp_path)
     check_same_agent(tmp_path, report)
     check_split_envs_and_replicated_params(report)
     check_split_minibatches(report)
-    check_cli_errors(report, out.stderr)
+    check_cli_errors(report, stderr)
 
 
 def check_same_agent(tmp, report):
     one = leaves(tmp / "final-1.npz")
     for devices in (2, 4):
-        other = leaves(tmp / f"final-{devices}.npz")
-        assert len(one) == len(other)
-        for a, b in zip(one, other):
-            assert a.shape == b.shape and a.dtype == b.dtype
-            if a.dtype.kind == "f":
-                np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6)
-            else:  # keys, counters, step counts: exactly equal
-                np.testing.assert_array_equal(a, b)
+        assert_same_leaves(one, leaves(tmp / f"final-{devices}.npz"))
     assert report["1"]["updates"] == report["2"]["updates"] == report["4"]["updates"] == 4
     assert report["1"]["episodes"] == report["2"]["episodes"] == report["4"]["episodes"] > 0
 
@@ -150,9 +161,16 @@ def test_bad_devices_flag_is_one_sentence_and_exit_2(tmp_path, capsys):
     assert not (tmp_path / "results").exists()
 
 
-def test_scale_out_flags_are_refused_for_host_environments(tmp_path, capsys):
+def test_each_driver_refuses_the_other_drivers_flag(tmp_path, capsys):
     config = tmp_path / "c.yaml"
     config.write_text(yaml.safe_dump({"behaviors": {"CartPole": {"trainer_type": "ppo"}}}))
-    assert main([str(config), "--env", "gymnasium:CartPole-v1", "--devices", "2"]) == 2
+    results = tmp_path / "results"
+    assert main([str(config), "--env", "gymnasium:CartPole-v1", "--sweep", "beta=1e-3,1e-2",
+                 "--results-dir", str(results)]) == 2
     assert capsys.readouterr().err.startswith(
-        "jppo: error: --devices works with the JAX environments only (CartPole-v1, ")
+        "jppo: error: --sweep works with the JAX environments only (CartPole-v1, ")
+    assert main(["--env", "CartPole-v1", "--split-minibatches", "--results-dir", str(results)]) == 2
+    assert capsys.readouterr().err == (
+        "jppo: error: --split-minibatches is for Unity and Gymnasium environments; the JAX "
+        "environments always split their minibatches across --devices.\n")
+    assert not results.exists()

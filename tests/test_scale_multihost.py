@@ -27,23 +27,18 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_pair(tmp, run_id, *extra):
-    """Processes 0 and 1 of one run; process 1 is given its own --results-dir, which must stay
-    unwritten."""
-    port = free_port()
+def run_pair(command, timeout=240):
+    """``command(pid, coordinator)`` (the arguments after ``python -m jppo.train``) for
+    processes 0 and 1 of one run; ``[(exit code, stderr without gloo's lines)]`` of each."""
+    coordinator = f"127.0.0.1:{free_port()}"
     env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
-    procs = []
-    for pid in (0, 1):
-        results = tmp / ("results" if pid == 0 else "results-1")
-        procs.append(subprocess.Popen(
-            [sys.executable, "-m", "jppo.train", str(tmp / "tiny.yaml"), "--run-id", run_id,
-             "--results-dir", str(results), "--quiet", "--no-export", "--coordinator",
-             f"127.0.0.1:{port}", "--num-processes", "2", "--process-id", str(pid), *extra],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env))
+    procs = [subprocess.Popen([sys.executable, "-m", "jppo.train", *command(pid, coordinator)],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+             for pid in (0, 1)]
     outs = []
     for p in procs:
         try:
-            out, err = p.communicate(timeout=240)
+            _, err = p.communicate(timeout=timeout)
         except subprocess.TimeoutExpired:
             for q in procs:
                 q.kill()
@@ -52,6 +47,15 @@ def start_pair(tmp, run_id, *extra):
         outs.append((p.returncode, "".join(l for l in err.splitlines(True)
                                            if not l.startswith("[Gloo]"))))
     return outs
+
+
+def start_pair(tmp, run_id, *extra):
+    """Processes 0 and 1 of one run; process 1 is given its own --results-dir, which must stay
+    unwritten."""
+    return run_pair(lambda pid, coordinator: [
+        str(tmp / "tiny.yaml"), "--run-id", run_id, "--results-dir",
+        str(tmp / ("results" if pid == 0 else "results-1")), "--quiet", "--no-export",
+        "--coordinator", coordinator, "--num-processes", "2", "--process-id", str(pid), *extra])
 
 
 def flat(tree, prefix=""):
