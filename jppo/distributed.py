@@ -209,13 +209,18 @@ def fetch(tree: Any) -> Any:
     return jax.device_get(tree)
 
 
+def local_replica(tree: Any) -> Any:
+    """This process's own copy of replicated arrays, on its first device (no communication);
+    other leaves as they are."""
+    def mine(x):
+        return (x.addressable_data(0) if isinstance(x, jax.Array) and len(x.sharding.device_set) > 1
+                else x)
+    return jax.tree_util.tree_map(mine, tree)
+
+
 def fetch_replicated(tree: Any) -> Any:
     """Replicated arrays (metrics) as numpy: this process's own copy, no communication."""
-    def local(x):
-        if isinstance(x, jax.Array) and not x.is_fully_addressable:
-            return np.asarray(x.addressable_data(0))
-        return np.asarray(x)
-    return jax.tree_util.tree_map(local, tree)
+    return jax.tree_util.tree_map(np.asarray, local_replica(tree))
 
 
 def on_main(fn: Callable[[], Any]) -> tuple[bool, Any]:
@@ -276,9 +281,8 @@ def local_env_count(states: Any) -> int:
 def params_digest(params: Any) -> str:
     """SHA-256 of this process's own copy of the (replicated) parameters, leaf by leaf."""
     h = hashlib.sha256()
-    for leaf in jax.tree_util.tree_leaves(params):
-        data = leaf.addressable_data(0) if isinstance(leaf, jax.Array) else leaf
-        h.update(np.ascontiguousarray(np.asarray(data)).tobytes())
+    for leaf in jax.tree_util.tree_leaves(local_replica(params)):
+        h.update(np.ascontiguousarray(np.asarray(leaf)).tobytes())
     return h.hexdigest()
 
 
@@ -323,6 +327,12 @@ def make_data_parallel_update(config: PPOConfig, action_spec: ActionSpec, total_
     onto every device and repeat the whole update everywhere. The scale-out tests check it
     against the one-device update.
     """
-    split = NamedSharding(mesh, P(None, AXIS))  # [minibatches, batch_size, ...]: split the samples
     return make_update(config, action_spec, total_updates, jit=False,
-                       place_minibatches=lambda x: jax.lax.with_sharding_constraint(x, split))
+                       place_minibatches=minibatch_splitter(mesh))
+
+
+def minibatch_splitter(mesh: Mesh) -> Callable:
+    """``place_minibatches`` for ``make_train_on_batch``: every minibatch of an epoch's
+    ``[minibatches, batch_size, ...]`` arrays split across the devices of ``mesh``."""
+    split = NamedSharding(mesh, P(None, AXIS))
+    return lambda x: jax.lax.with_sharding_constraint(x, split)

@@ -43,6 +43,31 @@ _ROW_BYTES = 1024  # room for a status and one sentence of up to about 900 chara
 
 
 @dataclasses.dataclass
+class EpisodeSums:
+    """Finished episodes summed: enough for a summary's mean and std, and to add up over
+    processes."""
+
+    episodes: int = 0
+    reward_sum: float = 0.0
+    reward_sq_sum: float = 0.0
+    length_sum: float = 0.0
+
+    def add(self, episodes: list) -> None:
+        """``jppo.trajectories.Episode`` s."""
+        rewards = np.array([e.reward for e in episodes], np.float64)
+        self.episodes += len(episodes)
+        self.reward_sum += float(rewards.sum())
+        self.reward_sq_sum += float((rewards ** 2).sum())
+        self.length_sum += float(sum(e.length for e in episodes))
+
+    def merge(self, other: "EpisodeSums") -> None:
+        self.episodes += other.episodes
+        self.reward_sum += other.reward_sum
+        self.reward_sq_sum += other.reward_sq_sum
+        self.length_sum += other.length_sum
+
+
+@dataclasses.dataclass
 class Status:
     """What one process tells the others at a meeting."""
 
@@ -51,10 +76,7 @@ class Status:
     message: str = ""
     diverged: bool = False  # the train state went bad: not to be saved
     steps: int = 0  # agent decisions this process completed since the run (re)started
-    episodes: int = 0  # episodes finished since the last meeting, and their sums
-    reward_sum: float = 0.0
-    reward_sq_sum: float = 0.0
-    length_sum: float = 0.0
+    sums: EpisodeSums = dataclasses.field(default_factory=EpisodeSums)  # since the last meeting
 
 
 def exchange(status: Status) -> list[Status]:
@@ -71,7 +93,19 @@ def exchange(status: Status) -> list[Status]:
         text = json.dumps(dataclasses.asdict(status)).encode()
     row = np.frombuffer(text.ljust(_ROW_BYTES, b" "), np.uint8).view(np.int32)
     rows = np.asarray(multihost_utils.process_allgather(row)).astype(np.int32)
-    return [Status(**json.loads(r.view(np.uint8).tobytes())) for r in rows]
+    fields = [json.loads(r.view(np.uint8).tobytes()) for r in rows]
+    return [Status(**{**f, "sums": EpisodeSums(**f["sums"])}) for f in fields]
+
+
+def first_stop(statuses: list[Status]) -> tuple[int, Status, str] | None:
+    """The lowest-numbered process that did not report READY: ``(process, status, cause)``,
+    the cause naming the process unless it is this one; None if all are well."""
+    for i, s in enumerate(statuses):
+        if s.code != READY:
+            cause = (s.message if i == jax.process_index()
+                     else f"process {i} of {len(statuses)}: {s.message}")
+            return i, s, cause
+    return None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -116,9 +150,13 @@ def global_buffer(layout: Layout, parts: list[FlatBuffer]) -> FlatBuffer:
     local = FlatBuffer(*(np.concatenate(fields) for fields in zip(*parts)))
     if layout.mesh is None:
         return local
-    split = NamedSharding(layout.mesh, P(distributed.AXIS))
     return FlatBuffer(*(jax.make_array_from_process_local_data(
-        split, x, (layout.buffer_size,) + x.shape[1:]) for x in local))
+        _rows(layout.mesh), x, (layout.buffer_size,) + x.shape[1:]) for x in local))
+
+
+def _rows(mesh: Mesh) -> NamedSharding:
+    """The buffer's layout: its rows (experiences) split over the mesh."""
+    return NamedSharding(mesh, P(distributed.AXIS))
 
 
 def make_update(layout: Layout, config: PPOConfig, action_spec: ActionSpec, total_updates: int,
@@ -134,24 +172,20 @@ def make_update(layout: Layout, config: PPOConfig, action_spec: ActionSpec, tota
         return jax.jit(make_buffer_update(config, action_spec, total_updates))
     rep = distributed.replicated(layout.mesh)
     if split_minibatches:
-        split = NamedSharding(layout.mesh, P(None, distributed.AXIS))
-        update = make_buffer_update(
-            config, action_spec, total_updates, segments=layout.segments,
-            place_minibatches=lambda x: jax.lax.with_sharding_constraint(x, split))
+        update = make_buffer_update(config, action_spec, total_updates, segments=layout.segments,
+                                    place_minibatches=distributed.minibatch_splitter(layout.mesh))
     else:
         whole = make_buffer_update(config, action_spec, total_updates, segments=layout.segments)
 
         def update(state, buffer):
             return whole(state, jax.lax.with_sharding_constraint(buffer, rep))
-    return jax.jit(update, in_shardings=(rep, NamedSharding(layout.mesh, P(distributed.AXIS))),
-                   out_shardings=(rep, rep))
+    return jax.jit(update, in_shardings=(rep, _rows(layout.mesh)), out_shardings=(rep, rep))
 
 
 def abstract_buffer(layout: Layout, observation_size: int, action_spec: ActionSpec) -> FlatBuffer:
     """Shapes, types and shardings of the update's buffer, for compiling ahead of the data."""
     n, d = layout.buffer_size, observation_size
-    sharding = (None if layout.mesh is None
-                else NamedSharding(layout.mesh, P(distributed.AXIS)))
+    sharding = None if layout.mesh is None else _rows(layout.mesh)
     spec = lambda shape, dtype: jax.ShapeDtypeStruct(shape, dtype, sharding=sharding)
     actions = (spec((n, action_spec.size), np.float32) if action_spec.is_continuous
                else spec((n,), np.int32))
@@ -160,12 +194,5 @@ def abstract_buffer(layout: Layout, observation_size: int, action_spec: ActionSp
                       spec((n,), np.float32), spec((n,), np.float32), spec((n, d), np.float32))
 
 
-def local_copy(tree):
-    """This process's own copy of replicated arrays, on its first device (no communication)."""
-    def mine(x):
-        return x.addressable_data(0) if isinstance(x, jax.Array) and len(x.sharding.device_set) > 1 else x
-    return jax.tree_util.tree_map(mine, tree)
-
-
-__all__ = ["FAULT", "INTERRUPTED", "READY", "Layout", "Status", "abstract_buffer", "exchange",
-           "global_buffer", "local_copy", "make_layout", "make_update"]
+__all__ = ["FAULT", "INTERRUPTED", "READY", "EpisodeSums", "Layout", "Status", "abstract_buffer",
+           "exchange", "first_stop", "global_buffer", "make_layout", "make_update"]

@@ -68,7 +68,7 @@ from jppo.progress import ProgressDisplay
 from jppo.run_config import RunSettings, UserError
 from jppo.run_folder import RunFolder, write_configuration
 from jppo.summaries import RunLog
-from jppo.trajectories import Episode, TrajectoryAssembler, UpdateBuffer
+from jppo.trajectories import TrajectoryAssembler, UpdateBuffer
 from jppo.update import TrainState, init_train_state
 from jppo.vec_env import Actions, EnvFault, VecEnv
 
@@ -146,7 +146,7 @@ def make_vec_env(settings: RunSettings, env: str, workers: int, folder: RunFolde
     logs = None
     if env != "editor":  # a build writes its Player-<worker>.log there, as under mlagents-learn
         path = folder.path if folder is not None else (
-            pathlib.Path(settings.results_dir) / settings.run_id)  # processes other than 0
+            run_folder.path_of(settings))  # processes other than 0
         logs = (path / "run_logs").resolve()
         logs.mkdir(parents=True, exist_ok=True)
     return UnityVecEnv(None if env == "editor" else str(pathlib.Path(env).resolve()), workers,
@@ -214,31 +214,16 @@ class _Period:
 
     started: float
     start_step: int
-    episodes: int = 0
-    reward_sum: float = 0.0
-    reward_sq_sum: float = 0.0
-    length_sum: float = 0.0
+    sums: host_sync.EpisodeSums = dataclasses.field(default_factory=host_sync.EpisodeSums)
     metrics: list = dataclasses.field(default_factory=list)
 
-    def add(self, episodes: list[Episode]) -> None:
-        rewards = np.array([e.reward for e in episodes], np.float64)
-        self.episodes += len(episodes)
-        self.reward_sum += float(rewards.sum())
-        self.reward_sq_sum += float((rewards ** 2).sum())
-        self.length_sum += float(sum(e.length for e in episodes))
-
-    def add_sums(self, status: host_sync.Status) -> None:
-        self.episodes += status.episodes
-        self.reward_sum += status.reward_sum
-        self.reward_sq_sum += status.reward_sq_sum
-        self.length_sum += status.length_sum
-
     def summarize(self, step: int, now: float, last_metrics: dict) -> dict:
-        n = self.episodes
-        mean = self.reward_sum / n if n else math.nan
+        s = self.sums
+        n = s.episodes
+        mean = s.reward_sum / n if n else math.nan
         out = {"episodes": float(n), "cumulative_reward": mean,
-               "reward_std": math.sqrt(max(self.reward_sq_sum / n - mean * mean, 0.0)) if n else math.nan,
-               "episode_length": self.length_sum / n if n else math.nan,
+               "reward_std": math.sqrt(max(s.reward_sq_sum / n - mean * mean, 0.0)) if n else math.nan,
+               "episode_length": s.length_sum / n if n else math.nan,
                "steps_per_second": (step - self.start_step) / max(now - self.started, 1e-9)}
         out["extrinsic_reward"] = out["cumulative_reward"]
         metrics = jax.device_get(self.metrics)
@@ -281,14 +266,15 @@ def train(settings: RunSettings, env: str, args, mesh=None) -> dict:
         raise UserError(f"{workers} worker(s) cannot be shared evenly by {processes} processes; "
                         f"give --num-envs (the workers of all processes together) a multiple of "
                         f"{processes}.")
-    layout = host_sync.make_layout(mesh, settings.ppo, getattr(args, "split_minibatches", False))
+    split = bool(getattr(args, "split_minibatches", False))
+    layout = host_sync.make_layout(mesh, settings.ppo, split)
     _, folder = distributed.on_main(lambda: run_folder.prepare(settings, args.resume, args.force))
     main = distributed.is_main()
     saved_meta = checkpoint.read(folder.resume_from)[0] if main and folder.resume_from else None
     quiet, stop_after = getattr(args, "quiet", False) or not main, getattr(args, "stop_after_steps", None)
     start_step = int(saved_meta["steps"]) if saved_meta else 0
     display = ProgressDisplay(settings.behavior, settings.ppo.max_steps, start_step, quiet=quiet)
-    run = _HostRun(settings, env, folder, workers, layout, display, stop_after, args)
+    run = _HostRun(settings, env, folder, workers, layout, split, display, stop_after)
     # tensorboardX imports torch where it is installed (7 s here): done while Unity connects
     # rather than while it waits for the first actions.
     run.background(importlib.import_module, "tensorboardX")
@@ -305,12 +291,12 @@ class _HostRun:
     """The state of one host run between ``connect`` and ``finish``."""
 
     def __init__(self, settings: RunSettings, env: str, folder: RunFolder | None, workers: int,
-                 layout: host_sync.Layout, display: ProgressDisplay, stop_after: int | None,
-                 args=None):
+                 layout: host_sync.Layout, split: bool, display: ProgressDisplay,
+                 stop_after: int | None):
         self.settings, self.env_name, self.folder = settings, env, folder
         self.workers, self.layout, self.display, self.stop_after = workers, layout, display, stop_after
         self.config = settings.ppo
-        self.split = bool(getattr(args, "split_minibatches", False))
+        self.split = split  # --split-minibatches
         self.main = distributed.is_main()
         self.processes = jax.process_count()
         self.local_workers = workers // self.processes
@@ -320,6 +306,7 @@ class _HostRun:
         self.saved_at = -1
         self.complete = False
         self.local_steps = 0  # this process's decisions since the run (re)started
+        self._unsent = host_sync.EpisodeSums()  # episodes not yet told to the other processes
         self._pool = concurrent.futures.ThreadPoolExecutor(2)
 
     def background(self, fn, *args) -> concurrent.futures.Future:
@@ -345,12 +332,9 @@ class _HostRun:
         except EnvFault as fault:
             stop = _Stop(str(fault).rstrip("."), 2 if fault.kind != "nan" else 1)
         if self.processes > 1:  # every process learns whether all of them could start
-            statuses = host_sync.exchange(self._status(stop))
-            bad = [(i, s) for i, s in enumerate(statuses) if s.code != host_sync.READY]
-            if bad:
-                i, s = bad[0]
-                cause = (s.message if i == jax.process_index()
-                         else f"process {i} of {self.processes}: {s.message}")
+            stopped = host_sync.first_stop(host_sync.exchange(self._status(stop)))
+            if stopped:
+                _, s, cause = stopped
                 raise RunFault(f"{cause}; every process stopped before training.", s.exit_code)
         elif stop is not None:
             raise RunFault(f"{stop.cause}.", stop.code)
@@ -407,7 +391,7 @@ class _HostRun:
         if self.processes > 1:  # each process samples its own actions
             self._act_key = jax.random.fold_in(self._act_key, jax.process_index())
         self._act_rows = 0
-        self._acting = host_sync.local_copy((self.state.params, self.state.normalizer))
+        self._acting = distributed.local_replica((self.state.params, self.state.normalizer))
         total = config.total_adam_steps(config.buffer_size)
         update = host_sync.make_update(self.layout, config, spec, total, self.split)
         buffer = host_sync.abstract_buffer(self.layout, self.obs_size, spec)
@@ -437,7 +421,6 @@ class _HostRun:
         started = last_shown = time.perf_counter()
         self._elapsed0 = started
         self.period = _Period(started, self.steps)
-        self._unsent = _Period(started, self.steps)  # episodes not yet told to process 0
         self._last_metrics: dict = {}
         self._in_collective = False
         counter = self.steps
@@ -483,7 +466,7 @@ class _HostRun:
                         assembler.act(w, ids[w], actions[rows[w]], log_probs[rows[w]])
                     for t in trajectories:
                         self.buffer.add(t)
-                    (self.period if self.processes == 1 else self._unsent).add(episodes)
+                    (self.period.sums if self.processes == 1 else self._unsent).add(episodes)
                     self.local_steps += experiences
                 if self.processes == 1:
                     self.steps = self.start_step + self.local_steps
@@ -492,7 +475,7 @@ class _HostRun:
                 elif self.buffer.count >= self.layout.share:
                     # Every process meets here once per update; the run's step count, its
                     # summaries and the decision to stop are settled at the meeting.
-                    self._meet(self._status(None))
+                    self._meet(self._status())
                     self._learn()
 
                 # 3. Summaries, progress, checkpoints, the end.
@@ -535,26 +518,20 @@ class _HostRun:
         if self.processes > 1:  # not addressable as a whole: this process's copy (waits for it)
             self._last_metrics = distributed.fetch_replicated(self._last_metrics)
         self._in_collective = False
-        self._acting = host_sync.local_copy((self.state.params, self.state.normalizer))
+        self._acting = distributed.local_replica((self.state.params, self.state.normalizer))
         self.period.metrics.append(self._last_metrics)
         self.updates += 1
 
     # ------------------------------------------------------------------ processes
 
-    def _status(self, stop: _Stop | None, code: int | None = None) -> host_sync.Status:
-        """This process's report for a meeting; hands its episodes over."""
-        unsent = getattr(self, "_unsent", None)
-        status = host_sync.Status(
-            code=host_sync.READY if stop is None and code is None else
-            (code if code is not None else host_sync.FAULT),
-            exit_code=0 if stop is None else stop.code, message="" if stop is None else stop.cause,
-            diverged=bool(stop is not None and stop.diverged), steps=self.local_steps)
-        if unsent is not None:
-            status = dataclasses.replace(status, episodes=unsent.episodes,
-                                         reward_sum=unsent.reward_sum,
-                                         reward_sq_sum=unsent.reward_sq_sum,
-                                         length_sum=unsent.length_sum)
-            self._unsent = _Period(time.perf_counter(), self.steps)
+    def _status(self, stop: _Stop | None = None, code: int = host_sync.READY) -> host_sync.Status:
+        """This process's report for a meeting (FAULT with ``stop``); hands its episodes over."""
+        if stop is None:
+            status = host_sync.Status(code, steps=self.local_steps, sums=self._unsent)
+        else:
+            status = host_sync.Status(host_sync.FAULT, stop.code, stop.cause, stop.diverged,
+                                      self.local_steps, self._unsent)
+        self._unsent = host_sync.EpisodeSums()
         return status
 
     def _meet(self, status: host_sync.Status) -> list[host_sync.Status]:
@@ -565,16 +542,14 @@ class _HostRun:
         self._in_collective = False
         self.steps = self.start_step + sum(s.steps for s in statuses)
         for s in statuses:
-            self.period.add_sums(s)
-        bad = [(i, s) for i, s in enumerate(statuses) if s.code != host_sync.READY]
-        if not bad:
+            self.period.sums.merge(s.sums)
+        stopped = host_sync.first_stop(statuses)
+        if stopped is None:
             return statuses
-        i, s = bad[0]
-        me = i == jax.process_index()
+        i, s, cause = stopped
         if s.code == host_sync.INTERRUPTED:
-            self._note_interrupted(None if me else i)
+            self._note_interrupted(None if i == jax.process_index() else i)
             raise _Interrupted
-        cause = s.message if me else f"process {i} of {self.processes}: {s.message}"
         raise RunFault(self._stop_note(cause, s.diverged), s.exit_code)
 
     def _stopped(self, stop: _Stop) -> None:
@@ -593,12 +568,12 @@ class _HostRun:
                                  f"--resume from the last checkpoint (step {max(self.saved_at, 0)}).")
         else:
             try:
-                self._meet(self._status(None, code=host_sync.INTERRUPTED))
+                self._meet(self._status(code=host_sync.INTERRUPTED))
             except _Interrupted:
                 pass
 
     def _note_interrupted(self, by: int | None) -> None:
-        if self.steps != self.saved_at and _finite(host_sync.local_copy(self.state)):
+        if self.steps != self.saved_at and _finite(distributed.local_replica(self.state)):
             self._save()
         who = "" if by is None else f"process {by} was interrupted; "
         self.display.message(f"{who}interrupted at step {self.steps}; checkpoint saved. "
@@ -618,7 +593,7 @@ class _HostRun:
         where the run progressed since the last and the train state is consistent."""
         run = f"run {self.settings.run_id!r}"
         if not diverged and self.steps > max(self.saved_at, self.start_step) and _finite(
-                host_sync.local_copy(self.state)):
+                distributed.local_replica(self.state)):
             self._save()
             return (f"{cause}; {run} stopped at step {self.steps}, saved there: continue with "
                     "--resume once the environment works again.")
@@ -630,7 +605,7 @@ class _HostRun:
     def _save(self) -> None:
         """Process 0 writes its copy of the (replicated) state; the others note the step."""
         if self.main:
-            state = HostState(host_sync.local_copy(self.state), np.asarray(self.steps, np.int64),
+            state = HostState(distributed.local_replica(self.state), np.asarray(self.steps, np.int64),
                               np.asarray(self.updates, np.int64))
             checkpoint.save(self.folder.path, self.steps, state, self.meta,
                             self.settings.keep_checkpoints)

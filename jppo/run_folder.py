@@ -18,13 +18,18 @@ class RunFolder:
     resume_from: pathlib.Path | None  # the checkpoint to resume from, if resuming
 
 
+def path_of(settings: RunSettings) -> pathlib.Path:
+    """results/<run-id>/ of a run."""
+    return pathlib.Path(settings.results_dir) / settings.run_id
+
+
 def prepare(settings: RunSettings, resume: bool, force: bool) -> RunFolder:
     """Check the run folder against ``--resume`` / ``--force`` and return it.
 
     Nothing is deleted or written unless every check passed: a refused command leaves an
     existing run exactly as it was. With ``force`` the old folder is removed.
     """
-    path = pathlib.Path(settings.results_dir) / settings.run_id
+    path = path_of(settings)
     if resume and force:
         raise UserError("--resume and --force contradict each other; --resume continues run "
                         f"{settings.run_id!r}, --force deletes it and starts again.")
