@@ -37,7 +37,7 @@ import numpy as np
 import yaml
 
 import machine
-from jppo.envs.unity_standin import free_port, launch
+from jppo.standin.server import free_port, launch
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 CONFIG = ROOT / "configs" / "3DBall.yaml"
@@ -136,10 +136,10 @@ def update_seconds(repeats: int = 3) -> float:
     """One update of configs/3DBall.yaml on a full buffer (12000 x 8), compiled beforehand."""
     import jax
 
-    from jppo.networks import ActionSpec
-    from jppo.run_config import load
-    from jppo.trajectories import FlatBuffer, make_buffer_update
-    from jppo.update import init_train_state
+    from jppo.core.networks import ActionSpec
+    from jppo.runs.settings import load
+    from jppo.host_loop.trajectories import FlatBuffer, make_buffer_update
+    from jppo.core.update import init_train_state
 
     config = load(CONFIG).ppo
     spec = ActionSpec.continuous(2)

@@ -42,8 +42,8 @@ import torch
 
 import common
 from jppo import envs as jenvs
-from jppo.run_config import load
-from jppo.trainer import Trainer
+from jppo.runs.settings import load
+from jppo.jax_loop.trainer import Trainer
 from torch_cleanrl_loop import HostEnvs, TorchPPOLoop
 
 CONFIGS = pathlib.Path(__file__).resolve().parent.parent / "configs"

@@ -4,7 +4,7 @@
     python benchmarks/bench_host_update.py --quick    # ~1 min -> results/host_update_cpu-quick.json
 
 configs/3DBall.yaml's update (buffer 12,000, minibatch 64, 3 epochs: 561 Adam steps; 8
-observations, 2 continuous actions) on random experience, as ``jppo.host_sync`` runs it:
+observations, 2 continuous actions) on random experience, as ``jppo.host_loop.meeting`` runs it:
 
 - ``1 process``: the plain one-device program (what a one-process Unity run uses);
 - ``2 processes, split minibatches``: jax.distributed on 127.0.0.1 (gloo), each process's
@@ -38,11 +38,12 @@ def measure(split: bool, repeats: int) -> dict:
     import jax
     import numpy as np
 
-    from jppo import distributed, host_sync
-    from jppo.networks import ActionSpec
-    from jppo.run_config import load
-    from jppo.trajectories import FlatBuffer
-    from jppo.update import init_train_state
+    from jppo import distributed
+    from jppo.host_loop import meeting as host_sync
+    from jppo.core.networks import ActionSpec
+    from jppo.runs.settings import load
+    from jppo.host_loop.trajectories import FlatBuffer
+    from jppo.core.update import init_train_state
 
     config = load(CONFIG).ppo
     spec = ActionSpec.continuous(ACTIONS)
@@ -100,7 +101,7 @@ def worker(args) -> None:
 
 
 def run_setting(processes: int, split: bool, repeats: int) -> dict:
-    from jppo.envs.unity_standin import free_port
+    from jppo.standin.server import free_port
 
     env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
     coordinator = f"127.0.0.1:{free_port()}"

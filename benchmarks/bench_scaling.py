@@ -41,13 +41,13 @@ def measure(env_name: str, devices: int, seeds: int, updates: int, repeats: int)
     import jax.numpy as jnp
 
     from jppo import distributed
-    from jppo.jax_driver import make_env
-    from jppo.run_config import load
+    from jppo.jax_loop.driver import make_env
+    from jppo.runs.settings import load
 
     settings = load(CONFIGS[env_name])
     env = make_env(settings.env, {})
     mesh = distributed.make_mesh(devices)
-    from jppo.trainer import Trainer
+    from jppo.jax_loop.trainer import Trainer
 
     trainer = Trainer(settings.ppo, env, env.default_params, settings.num_envs, mesh)
     states = distributed.place(mesh, jax.device_get(trainer.init_seeds(0, seeds)))

@@ -21,7 +21,7 @@ from mlagents_envs.base_env import ActionTuple
 from mlagents_envs.environment import UnityEnvironment
 
 import machine
-from jppo.envs.unity_standin import BEHAVIOR, free_port, launch
+from jppo.standin.server import BEHAVIOR, free_port, launch
 
 
 def cpu_seconds(pid: int) -> float:
@@ -86,7 +86,7 @@ def main() -> None:
         "python_cpu_ms_per_step_call": 1e3 * run["python_cpu_seconds"] / run["step_calls"],
     }
     payload = {
-        "benchmark": "jppo.envs.unity_standin (own process) + mlagents_envs.UnityEnvironment, "
+        "benchmark": "jppo.standin.server (own process) + mlagents_envs.UnityEnvironment, "
                      "uniform random actions, 12 agents, decision period 5",
         "settings": vars(args),
         "run": run,

@@ -24,10 +24,10 @@ import jax
 import jax.numpy as jnp
 
 import jppo
-from jppo.jax_driver import make_env
-from jppo.rollout import make_collect
-from jppo.run_config import load
-from jppo.trainer import Trainer
+from jppo.jax_loop.driver import make_env
+from jppo.jax_loop.rollout import make_collect
+from jppo.runs.settings import load
+from jppo.jax_loop.trainer import Trainer
 from machine import write
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent

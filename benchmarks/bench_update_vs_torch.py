@@ -37,7 +37,7 @@ import common
 import jppo
 from jppo.reference import torch_ppo as ref
 from jppo.reference.transfer import load_flax_params, torch_to_flax
-from jppo.run_config import load
+from jppo.runs.settings import load
 
 CONFIG_3DBALL = pathlib.Path(__file__).resolve().parent.parent / "configs" / "3DBall.yaml"
 OBS, ACTIONS = 8, 2

@@ -28,7 +28,7 @@ import time
 
 import machine
 from bench_bridge import ROOT, start_standins, stop
-from jppo.envs.unity_standin import free_port
+from jppo.standin.server import free_port
 
 GOAL = 95.0
 

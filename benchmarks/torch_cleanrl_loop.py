@@ -3,7 +3,7 @@
 The baseline for ``bench_e2e_vs_torch.py``: one file, eager PyTorch, a Python loop over
 environment steps and a Python loop over minibatches, as CleanRL writes it (rollout buffers
 as preallocated ``[num_steps, num_envs, ...]`` tensors, GAE by a backward loop over time,
-``torch.randperm`` minibatches, Adam). It runs the same algorithm as ``jppo.trainer.Trainer``
+``torch.randperm`` minibatches, Adam). It runs the same algorithm as ``jppo.jax_loop.trainer.Trainer``
 with the same ``PPOConfig``:
 
 - the actor-critic of ``jppo.reference.torch_ppo.ActorCritic`` (same layers and init as jppo's
@@ -37,12 +37,12 @@ import torch
 from torch import nn
 
 from jppo import envs as jenvs
-from jppo.config import PPOConfig
+from jppo.core.config import PPOConfig
 from jppo.envs.base import Discrete, auto_reset_step
 from jppo.reference import torch_ppo as ref
 from jppo.reference.transfer import load_flax_params
-from jppo.rollout import to_env_action
-from jppo.run_config import load
+from jppo.jax_loop.rollout import to_env_action
+from jppo.runs.settings import load
 
 
 class HostEnvs:

@@ -12,14 +12,14 @@ The public names (a contract other parts and users depend on)::
     jppo.Rollout, jppo.TrainState            the data that crosses into the update
     jppo.make_policy                         act / evaluate / value / mode functions
 """
-from jppo import normalizer
-from jppo.config import ConfigError, PPOConfig
-from jppo.gae import gae
-from jppo.losses import LossMetrics, adapt_kl_coef, ppo_loss
-from jppo.networks import ActionSpec, ActorCritic
-from jppo.optim import Schedules, make_optimizer, make_schedules
-from jppo.policy import Policy, make_policy
-from jppo.update import (Batch, Rollout, TrainState, init_train_state, make_train_on_batch,
+from jppo.core import normalizer
+from jppo.core.config import ConfigError, PPOConfig
+from jppo.core.gae import gae
+from jppo.core.losses import LossMetrics, adapt_kl_coef, ppo_loss
+from jppo.core.networks import ActionSpec, ActorCritic
+from jppo.core.optim import Schedules, make_optimizer, make_schedules
+from jppo.core.policy import Policy, make_policy
+from jppo.core.update import (Batch, Rollout, TrainState, init_train_state, make_train_on_batch,
                          make_update, minibatch_indices, normalized_batch, prepare_batch)
 
 __version__ = "0.1.0"

@@ -30,10 +30,10 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from jppo.config import PPOConfig
-from jppo.networks import ActionSpec
-from jppo.run_config import UserError
-from jppo.update import make_update
+from jppo.core.config import PPOConfig
+from jppo.core.networks import ActionSpec
+from jppo.runs.settings import UserError
+from jppo.core.update import make_update
 
 AXIS = "data"
 
@@ -318,7 +318,7 @@ def process_report(params: Any, envs: int, steps: int) -> list[dict]:
 def make_data_parallel_update(config: PPOConfig, action_spec: ActionSpec, total_updates: int,
                               mesh: Mesh):
     """``update(train_state, rollout) -> (train_state, metrics)`` for a rollout whose env axis
-    is split over ``mesh``: ``jppo.update.make_update``'s program (not jitted) with every
+    is split over ``mesh``: ``jppo.core.update.make_update``'s program (not jitted) with every
     minibatch split across the devices.
 
     The sharding constraint on the gathered minibatches makes each device differentiate its

@@ -33,12 +33,12 @@ import numpy as np
 import onnx
 
 from jppo import __version__
-from jppo import normalizer as obs_norm
-from jppo.config import PPOConfig
-from jppo.networks import ActionSpec
-from jppo.onnx_graph import (BATCH, FLOAT, INT64, GraphBuilder, clamp_to_unit, dense,
+from jppo.core import normalizer as obs_norm
+from jppo.core.config import PPOConfig
+from jppo.core.networks import ActionSpec
+from jppo.onnx.graph import (BATCH, FLOAT, INT64, GraphBuilder, clamp_to_unit, dense,
                              layer_norm, normalize, swish, value_info)
-from jppo.run_config import UserError
+from jppo.runs.settings import UserError
 
 MODEL_API_VERSION = 3  # ML-Agents' SimpleActor.MODEL_EXPORT_VERSION (ModelApiVersion.MLAgents2_0)
 OBS_INPUT = "obs_0"
@@ -217,9 +217,9 @@ def run_model(path, feeds: dict | None = None) -> dict:
 
 
 def load_policy(run_dir):
-    """The trained policy of a run folder, via ``jppo.checkpoint.load_policy`` (imported here so
+    """The trained policy of a run folder, via ``jppo.runs.checkpoint.load_policy`` (imported here so
     export's graph code does not depend on the checkpoint format)."""
-    from jppo.checkpoint import load_policy as load
+    from jppo.runs.checkpoint import load_policy as load
 
     return load(run_dir)
 

@@ -16,7 +16,7 @@ import dataclasses
 import pathlib
 import sys
 
-from jppo.run_config import RunSettings, UserError, apply_overrides, load, validate_run
+from jppo.runs.settings import RunSettings, UserError, apply_overrides, load, validate_run
 
 DEFAULT_CONFIG = pathlib.Path(__file__).resolve().parent.parent / "configs" / "3DBall.yaml"
 
@@ -102,7 +102,8 @@ def is_host_env(env: str) -> bool:
 
 
 def run(args) -> int:
-    from jppo import envs, run_folder
+    from jppo import envs
+    from jppo.runs import folder as run_folder
 
     settings, env = resolve(args)
     host = env not in envs.names() and is_host_env(env)
@@ -113,13 +114,14 @@ def run(args) -> int:
         raise UserError("--split-minibatches is for Unity and Gymnasium environments; the JAX "
                         "environments always split their minibatches across --devices.")
     if host:
-        from jppo import distributed, host_training
+        from jppo import distributed
+        from jppo.host_loop import driver as host_training
 
         devices = distributed.parse_devices(args.devices)
         distributed.initialize(args.coordinator, args.num_processes, args.process_id,
                                args.distributed)
         return host_training.main(settings, env, args, distributed.make_mesh(devices))
-    from jppo import sweep as sweeps
+    from jppo.runs import sweep as sweeps
 
     sweep = sweeps.parse(args.sweep, settings.ppo)
     if sweep:
@@ -133,7 +135,7 @@ def run(args) -> int:
 
     devices = distributed.parse_devices(args.devices)
     distributed.initialize(args.coordinator, args.num_processes, args.process_id, args.distributed)
-    from jppo import jax_driver
+    from jppo.jax_loop import driver as jax_driver
 
     jax_driver.make_env(env, settings.environment_parameters)  # refuse a bad env before any write
     mesh = distributed.make_mesh(devices)

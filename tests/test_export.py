@@ -14,8 +14,8 @@ import pytest
 
 import jppo
 from jppo import ActionSpec, PPOConfig, export
-from jppo.normalizer import NormalizerState
-from jppo.run_config import UserError
+from jppo.core.normalizer import NormalizerState
+from jppo.runs.settings import UserError
 
 OBS = 6
 N_SAMPLES = 20_000
@@ -312,7 +312,7 @@ def test_main_unwritable_output_is_a_user_error(tmp_path, monkeypatch, capsys):
 
 
 def test_main_exports_a_saved_checkpoint_end_to_end(tmp_path, capsys):
-    from jppo import checkpoint
+    from jppo.runs import checkpoint
 
     config, policy, params, state = policy_setup()
     train = jppo.init_train_state(jax.random.PRNGKey(3), config, OBS, CONT)

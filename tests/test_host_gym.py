@@ -8,10 +8,10 @@ import yaml
 
 pytest.importorskip("gymnasium")
 
-from jppo import checkpoint  # noqa: E402
-from jppo.gym_env import GymVecEnv  # noqa: E402
+from jppo.runs import checkpoint  # noqa: E402
+from jppo.host_loop.gym_env import GymVecEnv  # noqa: E402
 from jppo.train import main  # noqa: E402
-from jppo.vec_env import Actions, EnvFault  # noqa: E402
+from jppo.host_loop.vec_env import Actions, EnvFault  # noqa: E402
 
 
 def push(env, action, n=2):

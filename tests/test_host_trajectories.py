@@ -10,15 +10,15 @@ import pytest
 from mlagents_envs.base_env import DecisionSteps, TerminalSteps
 
 from jppo import normalizer as obs_norm
-from jppo import unity_worker
-from jppo.config import PPOConfig
-from jppo.networks import ActionSpec
-from jppo.policy import make_policy
-from jppo.trajectories import (Episode, FlatBuffer, Trajectory, TrajectoryAssembler, UpdateBuffer,
+from jppo.host_loop import unity_worker
+from jppo.core.config import PPOConfig
+from jppo.core.networks import ActionSpec
+from jppo.core.policy import make_policy
+from jppo.host_loop.trajectories import (Episode, FlatBuffer, Trajectory, TrajectoryAssembler, UpdateBuffer,
                                gae_targets, make_buffer_update)
-from jppo.unity_env import non_finite, to_agent_steps
-from jppo.update import init_train_state
-from jppo.vec_env import Actions, order_actions, to_unit_range
+from jppo.host_loop.unity_env import non_finite, to_agent_steps
+from jppo.core.update import init_train_state
+from jppo.host_loop.vec_env import Actions, order_actions, to_unit_range
 
 B = "3DBall?team=0"
 SPEC = ActionSpec.continuous(1)

@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 
 import jppo
-from jppo.evaluate import episode_returns
-from jppo.jax_driver import make_env
-from jppo.run_config import load
-from jppo.trainer import Trainer
+from jppo.jax_loop.evaluate import episode_returns
+from jppo.jax_loop.driver import make_env
+from jppo.runs.settings import load
+from jppo.jax_loop.trainer import Trainer
 
 CONFIGS = pathlib.Path(__file__).resolve().parent.parent / "configs"
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from jppo import adapt_kl_coef, ppo_loss
-from jppo.losses import sample_terms
+from jppo.core.losses import sample_terms
 
 
 def single(ratio, advantage, **kw):

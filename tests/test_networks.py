@@ -8,7 +8,7 @@ import pytest
 
 import jppo
 from jppo import normalizer as obs_norm
-from jppo.networks import ActionSpec, ActorCritic
+from jppo.core.networks import ActionSpec, ActorCritic
 
 
 def init(spec, preset="mlagents", hidden=128, layers=2, obs=8, seed=0):

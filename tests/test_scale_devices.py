@@ -27,9 +27,9 @@ SCRIPT = r"""
 import json, re, sys
 import jax, jax.numpy as jnp, numpy as np
 from jppo import distributed
-from jppo.config import PPOConfig
-from jppo.jax_driver import make_env
-from jppo.trainer import Trainer
+from jppo.core.config import PPOConfig
+from jppo.jax_loop.driver import make_env
+from jppo.jax_loop.trainer import Trainer
 from jppo.train import main
 
 out_dir = sys.argv[1]

@@ -1,7 +1,7 @@
 """The host driver's update (Unity, Gymnasium) over 2 forced CPU devices equals one device's,
 with minibatches split across the devices or with the buffer gathered and the update replicated.
 
-``jppo.host_sync`` hands each device a segment of the buffer that ends at a trajectory's end;
+``jppo.host_loop.meeting`` hands each device a segment of the buffer that ends at a trajectory's end;
 GAE then runs per device and every minibatch is split across the devices. On the same buffer
 the agent must equal the one-device update's up to the order of float sums (atol and rtol
 1e-6: the argument is in test_scale_devices.py). Then ``--devices 2`` trains Gymnasium's
@@ -20,12 +20,13 @@ pytest.importorskip("gymnasium")
 SCRIPT = r"""
 import json, re, sys
 import jax, numpy as np, yaml
-from jppo import distributed, host_sync
-from jppo.config import PPOConfig
-from jppo.networks import ActionSpec
-from jppo.trajectories import FlatBuffer
+from jppo import distributed
+from jppo.host_loop import meeting as host_sync
+from jppo.core.config import PPOConfig
+from jppo.core.networks import ActionSpec
+from jppo.host_loop.trajectories import FlatBuffer
 from jppo.train import main
-from jppo.update import init_train_state
+from jppo.core.update import init_train_state
 
 out_dir = sys.argv[1]
 config = PPOConfig(batch_size=32, buffer_size=256, learning_rate=1e-3, beta=1e-3, num_epoch=2,

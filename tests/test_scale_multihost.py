@@ -14,7 +14,7 @@ import sys
 import numpy as np
 import yaml
 
-from jppo import checkpoint
+from jppo.runs import checkpoint
 from jppo.train import main
 from tiny_config import tiny_cartpole
 

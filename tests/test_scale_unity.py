@@ -11,8 +11,8 @@ import re
 
 import pytest
 
-from jppo import checkpoint
-from jppo.envs.unity_standin import DIE_EXIT_CODE
+from jppo.runs import checkpoint
+from jppo.standin.server import DIE_EXIT_CODE
 from test_scale_multihost import run_pair
 from test_unity_training import standins, write_config
 

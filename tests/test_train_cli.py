@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import yaml
 
-from jppo import checkpoint
+from jppo.runs import checkpoint
 from jppo.train import main
 from tiny_config import tiny_cartpole
 

@@ -5,9 +5,9 @@ import sys
 
 import pytest
 
-from jppo import unity_env
-from jppo.unity_env import UnityVecEnv
-from jppo.vec_env import BehaviorSpec, EnvFault
+from jppo.host_loop import unity_env
+from jppo.host_loop.unity_env import UnityVecEnv
+from jppo.host_loop.vec_env import BehaviorSpec, EnvFault
 
 B = "3DBall?team=0"
 
@@ -75,8 +75,8 @@ class _Specs:
          "others a model or Heuristic Only in Behavior Parameters."),
 ])
 def test_behaviors_jppo_cannot_train_are_named(specs, message):
-    from jppo.host_training import pick_behavior
-    from jppo.run_config import load
+    from jppo.host_loop.driver import pick_behavior
+    from jppo.runs.settings import load
     from jppo.train import DEFAULT_CONFIG
 
     with pytest.raises(EnvFault) as fault:
@@ -85,8 +85,8 @@ def test_behaviors_jppo_cannot_train_are_named(specs, message):
 
 
 def test_the_one_behavior_is_picked_with_its_sizes():
-    from jppo.host_training import pick_behavior
-    from jppo.run_config import load
+    from jppo.host_loop.driver import pick_behavior
+    from jppo.runs.settings import load
     from jppo.train import DEFAULT_CONFIG
 
     got = pick_behavior(_Specs(BehaviorSpec(B, ((8,),), 2)), load(DEFAULT_CONFIG), "editor")
@@ -101,8 +101,8 @@ def test_unity_workers_come_from_num_envs_or_env_settings_never_from_jppo_num_en
 
     import yaml
 
-    from jppo.host_training import num_workers
-    from jppo.run_config import load
+    from jppo.host_loop.driver import num_workers
+    from jppo.runs.settings import load
     from jppo.train import DEFAULT_CONFIG
 
     data = yaml.safe_load(DEFAULT_CONFIG.read_text())  # jppo.num_envs: 12 (JAX copies)

@@ -27,9 +27,9 @@ from mlagents_envs.side_channel.engine_configuration_channel import EngineConfig
 from mlagents_envs.side_channel.environment_parameters_channel import EnvironmentParametersChannel
 from mlagents_envs.side_channel.side_channel_manager import SideChannelManager
 
-from jppo.envs.unity_standin import (BEHAVIOR, DIE_EXIT_CODE, SECOND_BEHAVIOR, StandIn, InfoEncoder,
+from jppo.standin.server import (BEHAVIOR, DIE_EXIT_CODE, SECOND_BEHAVIOR, StandIn, InfoEncoder,
                                      encode_output, free_port, launch)
-from jppo.envs.unity_standin_scene import Scene
+from jppo.standin.scenes import Scene
 
 G, DT = 9.81, 0.02
 Q_RESET_MAX = np.sin(np.deg2rad(10.0) / 2)  # |q.x|, |q.z| after U(-10, 10) degree tilts

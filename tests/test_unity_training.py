@@ -17,13 +17,13 @@ import numpy as np
 import pytest
 import yaml
 
-from jppo import checkpoint
-from jppo.envs.unity_standin import DIE_EXIT_CODE, free_port, launch
-from jppo.host_training import HostState
-from jppo.networks import ActionSpec
-from jppo.run_config import load
+from jppo.runs import checkpoint
+from jppo.standin.server import DIE_EXIT_CODE, free_port, launch
+from jppo.host_loop.driver import HostState
+from jppo.core.networks import ActionSpec
+from jppo.runs.settings import load
 from jppo.train import main
-from jppo.update import init_train_state
+from jppo.core.update import init_train_state
 
 pytestmark = pytest.mark.slow
 

@@ -172,7 +172,7 @@ def test_minibatch_indices_are_fresh_permutations_per_epoch():
 
 @pytest.mark.parametrize("n", [1, 7, 260, 5000, 70_000])
 def test_permutations_are_permutations(n):
-    perms = np.asarray(jppo.update.permutations(jax.random.PRNGKey(3), 3, n))
+    perms = np.asarray(jppo.core.update.permutations(jax.random.PRNGKey(3), 3, n))
     assert perms.shape == (3, n)
     for p in perms:
         np.testing.assert_array_equal(np.sort(p), np.arange(n))
@@ -182,7 +182,7 @@ def test_permutations_are_permutations(n):
 
 def test_packed_permutations_are_uniform_enough():
     # Each of 10 items lands in each position about equally often over 20k shuffles.
-    perms = np.asarray(jppo.update.permutations(jax.random.PRNGKey(0), 20_000, 10))
+    perms = np.asarray(jppo.core.update.permutations(jax.random.PRNGKey(0), 20_000, 10))
     counts = np.stack([(perms == i).sum(0) for i in range(10)])  # [item, position]
     expected = 20_000 / 10
     assert np.abs(counts - expected).max() < 5 * np.sqrt(expected)

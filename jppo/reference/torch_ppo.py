@@ -28,9 +28,9 @@ import torch
 from torch import nn
 from torch.distributions import Categorical, Normal
 
-from jppo.config import PPOConfig
+from jppo.core.config import PPOConfig
 
-# ML-Agents' end values of the linear decays (jppo.optim uses the same).
+# ML-Agents' end values of the linear decays (jppo.core.optim uses the same).
 LEARNING_RATE_END = 1.0e-10
 EPSILON_END = 0.1
 BETA_END = 1.0e-5

@@ -10,9 +10,9 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 
-from jppo import normalizer as obs_norm
-from jppo.config import PPOConfig
-from jppo.networks import ActionSpec, ActorCritic
+from jppo.core import normalizer as obs_norm
+from jppo.core.config import PPOConfig
+from jppo.core.networks import ActionSpec, ActorCritic
 
 
 @dataclasses.dataclass(frozen=True)

@@ -12,7 +12,7 @@ from typing import Callable, NamedTuple
 
 import optax
 
-from jppo.config import PPOConfig
+from jppo.core.config import PPOConfig
 
 LEARNING_RATE_END = 1.0e-10
 EPSILON_END = 0.1

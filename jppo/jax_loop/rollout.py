@@ -15,8 +15,8 @@ import jax
 import jax.numpy as jnp
 
 from jppo.envs.base import Box, Environment, step_or_reset
-from jppo.policy import Policy
-from jppo.update import Rollout
+from jppo.core.policy import Policy
+from jppo.core.update import Rollout
 
 ACTION_CLAMP = 3.0
 

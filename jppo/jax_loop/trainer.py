@@ -14,12 +14,12 @@ import flax.struct
 import jax
 import jax.numpy as jnp
 
-from jppo.config import PPOConfig
+from jppo.core.config import PPOConfig
 from jppo.envs.base import Box, Discrete, Environment
-from jppo.networks import ActionSpec
-from jppo.policy import make_policy
-from jppo.rollout import RunnerState, init_runner, make_collect
-from jppo.update import TrainState, init_train_state, make_update
+from jppo.core.networks import ActionSpec
+from jppo.core.policy import make_policy
+from jppo.jax_loop.rollout import RunnerState, init_runner, make_collect
+from jppo.core.update import TrainState, init_train_state, make_update
 
 
 @flax.struct.dataclass

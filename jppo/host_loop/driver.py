@@ -20,7 +20,7 @@ environment restarts; experience not yet learned from is collected anew).
 
 Design choices, measured on the 2-core development machine:
 
-- Workers: one process each (see ``jppo.unity_env``), stepped asynchronously: waiting for all
+- Workers: one process each (see ``jppo.host_loop.unity_env``), stepped asynchronously: waiting for all
   of them before acting (lock-step) gave 936 agent decisions/s with 2 stand-ins and random
   actions, serving each as it answers 1301: in lock-step the workers and the Unity instances
   all wait for the slowest at every step. The price is a policy call per group of workers that
@@ -39,7 +39,7 @@ Design choices, measured on the 2-core development machine:
 Several processes (``jax.distributed``) or devices: each process serves its own share of the
 workers and fills its share of every update's buffer; the processes meet once per update to
 agree on the step count and on whether all are well, then share the one update
-(``jppo.host_sync``).
+(``jppo.host_loop.meeting``).
 
 Faults end the run with one sentence: exit code 2 where the user has to change something
 before training can start (nothing listening, port in use, several behaviors, wrong shapes,
@@ -61,16 +61,19 @@ import jax
 import numpy as np
 import yaml
 
-from jppo import checkpoint, distributed, host_sync, run_folder
-from jppo.networks import ActionSpec
-from jppo.policy import make_policy
-from jppo.progress import ProgressDisplay
-from jppo.run_config import RunSettings, UserError
-from jppo.run_folder import RunFolder, write_configuration
-from jppo.summaries import RunLog
-from jppo.trajectories import TrajectoryAssembler, UpdateBuffer
-from jppo.update import TrainState, init_train_state
-from jppo.vec_env import Actions, EnvFault, VecEnv
+from jppo import distributed
+from jppo.runs import checkpoint
+from jppo.host_loop import meeting as host_sync
+from jppo.runs import folder as run_folder
+from jppo.core.networks import ActionSpec
+from jppo.core.policy import make_policy
+from jppo.runs.progress import ProgressDisplay
+from jppo.runs.settings import RunSettings, UserError
+from jppo.runs.folder import RunFolder, write_configuration
+from jppo.runs.summaries import RunLog
+from jppo.host_loop.trajectories import TrajectoryAssembler, UpdateBuffer
+from jppo.core.update import TrainState, init_train_state
+from jppo.host_loop.vec_env import Actions, EnvFault, VecEnv
 
 GYM_PREFIX = "gymnasium:"
 DRIVER = "host"
@@ -136,12 +139,12 @@ def make_vec_env(settings: RunSettings, env: str, workers: int, folder: RunFolde
     multi-process run): their seeds, and for Unity their worker ids and ports, follow on from
     the previous process's."""
     if env.startswith(GYM_PREFIX):
-        from jppo.gym_env import GymVecEnv
+        from jppo.host_loop.gym_env import GymVecEnv
 
         return GymVecEnv(env[len(GYM_PREFIX):], workers, settings.behavior,
                          seed=settings.seed + first_worker,
                          environment_parameters=settings.environment_parameters)
-    from jppo.unity_env import UnityVecEnv
+    from jppo.host_loop.unity_env import UnityVecEnv
 
     logs = None
     if env != "editor":  # a build writes its Player-<worker>.log there, as under mlagents-learn
@@ -254,7 +257,7 @@ def train(settings: RunSettings, env: str, args, mesh=None) -> dict:
 
     ``mesh`` (``jppo.distributed.make_mesh``) lays the update out over devices, of this process
     or of every process of a ``jax.distributed`` run: each process then steps its own share of
-    the workers and only process 0 writes (``jppo.host_sync``)."""
+    the workers and only process 0 writes (``jppo.host_loop.meeting``)."""
     if settings.num_seeds != 1:
         raise UserError(f"num_seeds = {settings.num_seeds} is not supported with --env {env}; "
                         "a Unity or Gymnasium environment trains one seed per run.")
@@ -635,7 +638,7 @@ class _HostRun:
         self._pool.shutdown(wait=False, cancel_futures=True)
 
     def finish(self) -> dict:
-        from jppo.jax_driver import finish
+        from jppo.jax_loop.driver import finish
 
         extra = {}
         if self.layout.mesh is not None:  # a collective: every process reports

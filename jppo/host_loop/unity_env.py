@@ -37,7 +37,7 @@ from typing import Mapping
 
 import numpy as np
 
-from jppo.vec_env import Actions, AgentSteps, BehaviorSpec, EnvFault, VecEnv, order_actions, to_unit_range
+from jppo.host_loop.vec_env import Actions, AgentSteps, BehaviorSpec, EnvFault, VecEnv, order_actions, to_unit_range
 
 WORKER_SCRIPT = pathlib.Path(__file__).with_name("unity_worker.py")
 EDITOR_PORT = 5004  # UnityEnvironment.DEFAULT_EDITOR_PORT
@@ -250,7 +250,7 @@ class UnityVecEnv(VecEnv):
 
 
 def to_agent_steps(payload: tuple) -> AgentSteps:
-    """An ``AgentSteps`` from a worker's report of one behavior (see ``jppo.unity_worker``):
+    """An ``AgentSteps`` from a worker's report of one behavior (see ``jppo.host_loop.unity_worker``):
     ``(decision ids, [obs per sensor], rewards, terminal ids, [obs per sensor], rewards,
     interrupted)``; several sensors are flattened and concatenated per agent."""
     d_ids, d_obs, d_rew, t_ids, t_obs, t_rew, interrupted = payload

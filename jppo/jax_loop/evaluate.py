@@ -5,8 +5,8 @@ import jax
 import jax.numpy as jnp
 
 from jppo.envs.base import Environment
-from jppo.policy import Policy
-from jppo.rollout import to_env_action
+from jppo.core.policy import Policy
+from jppo.jax_loop.rollout import to_env_action
 
 
 def episode_returns(env: Environment, env_params, policy: Policy, params, normalizer,

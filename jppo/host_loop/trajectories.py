@@ -29,13 +29,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jppo import normalizer as obs_norm
-from jppo.config import PPOConfig
-from jppo.gae import gae
-from jppo.networks import ActionSpec
-from jppo.policy import make_policy
-from jppo.update import TrainState, make_train_on_batch, normalized_batch
-from jppo.vec_env import AgentSteps
+from jppo.core import normalizer as obs_norm
+from jppo.core.config import PPOConfig
+from jppo.core.gae import gae
+from jppo.core.networks import ActionSpec
+from jppo.core.policy import make_policy
+from jppo.core.update import TrainState, make_train_on_batch, normalized_batch
+from jppo.host_loop.vec_env import AgentSteps
 
 
 class Trajectory(NamedTuple):
@@ -289,7 +289,7 @@ def make_buffer_update(config: PPOConfig, action_spec: ActionSpec, total_updates
     As ML-Agents' ``_process_trajectory``: the normalizer first takes in the observations,
     then values are computed with it (the stored acting-time values are not used), then GAE per
     trajectory; ``total_updates`` is the schedules' horizon in Adam steps. ``segments`` and
-    ``place_minibatches`` lay the update out over devices (``jppo.host_sync``): the buffer is
+    ``place_minibatches`` lay the update out over devices (``jppo.host_loop.meeting``): the buffer is
     made of ``segments`` equal runs that each end at a trajectory's end.
     """
     policy = make_policy(config, action_spec)

@@ -118,7 +118,7 @@ class MLP(nn.Module):
 class ActorCritic(nn.Module):
     """``apply(params, obs[..., obs_dim]) -> (distribution, value[...])``.
 
-    ``obs`` is already normalized (see ``jppo.policy``). For continuous actions the
+    ``obs`` is already normalized (see ``jppo.core.policy``). For continuous actions the
     distribution is a per-dimension ``distrax.Normal`` with batch shape ``[..., size]``;
     for discrete actions a ``distrax.Categorical`` with batch shape ``[...]``.
     """

@@ -16,13 +16,13 @@ import jax.numpy as jnp
 import optax
 from jax.flatten_util import ravel_pytree
 
-from jppo import normalizer as obs_norm
-from jppo.config import PPOConfig
-from jppo.gae import gae
-from jppo.losses import LossMetrics, adapt_kl_coef, ppo_loss
-from jppo.networks import ActionSpec
-from jppo.optim import make_optimizer, make_schedules
-from jppo.policy import Policy, make_policy
+from jppo.core import normalizer as obs_norm
+from jppo.core.config import PPOConfig
+from jppo.core.gae import gae
+from jppo.core.losses import LossMetrics, adapt_kl_coef, ppo_loss
+from jppo.core.networks import ActionSpec
+from jppo.core.optim import make_optimizer, make_schedules
+from jppo.core.policy import Policy, make_policy
 
 
 class Rollout(NamedTuple):

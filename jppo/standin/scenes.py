@@ -1,6 +1,6 @@
 """The scene behind the Unity 3DBall stand-in: 12 Ball3DAgents, their academy clock and side channels.
 
-``jppo.envs.unity_standin`` speaks the protocol; this module is what Unity would be doing between
+``jppo.standin.server`` speaks the protocol; this module is what Unity would be doing between
 messages. One frame is one Unity FixedUpdate after its message exchange, in
 ``Academy.EnvironmentStep``'s order: every agent's ``OnActionReceived`` (rotate, test, SetReward,
 maybe ``EndEpisode`` -> terminal info queued, ``OnEpisodeBegin``), the ``MaxStep`` test, then the

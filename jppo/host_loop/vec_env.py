@@ -25,7 +25,7 @@ from typing import Mapping, NamedTuple, Sequence
 
 import numpy as np
 
-from jppo.networks import ActionSpec
+from jppo.core.networks import ActionSpec
 
 
 class AgentSteps(NamedTuple):

@@ -1,6 +1,6 @@
 """One Unity worker process: a ``UnityEnvironment`` stepped on request from the trainer.
 
-Started by ``jppo.unity_env`` as a *script* (``python .../unity_worker.py FD``), not as a jppo
+Started by ``jppo.host_loop.unity_env`` as a *script* (``python .../unity_worker.py FD``), not as a jppo
 module, so it imports neither jppo nor JAX: mlagents-envs and numpy start in about 0.7 s and
 60 MB where ``import jppo`` costs 3 s and 240 MB. It talks over the socket ``FD`` with
 ``multiprocessing.connection`` messages (pickled tuples):
@@ -76,7 +76,7 @@ def _report(env) -> dict:
 
 
 def _classify(error: BaseException) -> tuple:
-    """``(kind, text)`` for the trainer; see ``jppo.vec_env.EnvFault`` for the kinds."""
+    """``(kind, text)`` for the trainer; see ``jppo.host_loop.vec_env.EnvFault`` for the kinds."""
     from mlagents_envs import exception as ue
 
     text = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__

@@ -20,7 +20,7 @@ processes`` experiences. The processes meet once per update:
    them), against 0.24 s in one process: ``benchmarks/bench_host_update.py``.
 
 A process's share is made of one segment per local device, each cut at a trajectory's end, so
-GAE runs on each device's rows alone (``jppo.trajectories.gae_targets``). The acting policy in
+GAE runs on each device's rows alone (``jppo.host_loop.trajectories.gae_targets``). The acting policy in
 each process is its own copy of the replicated parameters.
 """
 from __future__ import annotations
@@ -33,10 +33,10 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from jppo import distributed
-from jppo.config import PPOConfig
-from jppo.networks import ActionSpec
-from jppo.run_config import UserError
-from jppo.trajectories import FlatBuffer, make_buffer_update
+from jppo.core.config import PPOConfig
+from jppo.core.networks import ActionSpec
+from jppo.runs.settings import UserError
+from jppo.host_loop.trajectories import FlatBuffer, make_buffer_update
 
 READY, FAULT, INTERRUPTED = 0, 1, 2
 _ROW_BYTES = 1024  # room for a status and one sentence of up to about 900 characters
@@ -53,7 +53,7 @@ class EpisodeSums:
     length_sum: float = 0.0
 
     def add(self, episodes: list) -> None:
-        """``jppo.trajectories.Episode`` s."""
+        """``jppo.host_loop.trajectories.Episode`` s."""
         rewards = np.array([e.reward for e in episodes], np.float64)
         self.episodes += len(episodes)
         self.reward_sum += float(rewards.sum())

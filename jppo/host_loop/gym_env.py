@@ -18,7 +18,7 @@ from typing import Mapping
 
 import numpy as np
 
-from jppo.vec_env import Actions, AgentSteps, BehaviorSpec, EnvFault, VecEnv, order_actions, to_unit_range
+from jppo.host_loop.vec_env import Actions, AgentSteps, BehaviorSpec, EnvFault, VecEnv, order_actions, to_unit_range
 
 PREFIX = "gymnasium:"
 

@@ -5,7 +5,7 @@
 trains 3 x 4 = 12 agents at once: the members are stacked on the leading axis of the loop
 state (``vmap``), and each member's swept values enter the program as traced float32 arguments
 (``Trainer.chunk(length, sweep=names)``), so the program is compiled once. Only the floats in
-``jppo.config.SWEEPABLE`` can be swept; everything else fixes shapes or code paths. Several
+``jppo.core.config.SWEEPABLE`` can be swept; everything else fixes shapes or code paths. Several
 ``--sweep`` flags sweep their product. Member (v, s) starts from the same initial state as a
 single run with ``--set name=v --seed s`` and equals it up to float rounding (float32 instead
 of Python-float constants, batched matmuls).
@@ -33,8 +33,8 @@ import pathlib
 import numpy as np
 import yaml
 
-from jppo.config import SWEEPABLE, ConfigError, PPOConfig, field_names
-from jppo.run_config import UserError, yaml11_float
+from jppo.core.config import SWEEPABLE, ConfigError, PPOConfig, field_names
+from jppo.runs.settings import UserError, yaml11_float
 
 
 @dataclasses.dataclass(frozen=True)

@@ -22,10 +22,10 @@ import flax.serialization
 import jax
 import numpy as np
 
-from jppo.config import PPOConfig
-from jppo.networks import ActionSpec
-from jppo.normalizer import NormalizerState
-from jppo.run_config import UserError
+from jppo.core.config import PPOConfig
+from jppo.core.networks import ActionSpec
+from jppo.core.normalizer import NormalizerState
+from jppo.runs.settings import UserError
 
 FORMAT = "jppo-checkpoint-1"
 _NAME = re.compile(r"^checkpoint-(\d+)\.msgpack$")

@@ -8,8 +8,8 @@ import shutil
 
 import yaml
 
-from jppo import checkpoint
-from jppo.run_config import RunSettings, UserError
+from jppo.runs import checkpoint
+from jppo.runs.settings import RunSettings, UserError
 
 
 @dataclasses.dataclass(frozen=True)

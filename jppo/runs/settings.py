@@ -24,7 +24,7 @@ from typing import Any, Optional
 
 import yaml
 
-from jppo.config import ConfigError, PPOConfig, field_names
+from jppo.core.config import ConfigError, PPOConfig, field_names
 
 
 class UserError(Exception):

@@ -18,7 +18,7 @@ DecisionRequester.cs):
    and restarts the academy clock, so the next message is a decision after one physics step.
 4. An answer with header status 400 (``close()``) or a QUIT command ends the process with code 0.
 
-Run ``python -m jppo.envs.unity_standin --port P [--agents 12] [--seed S] [--fault F]``; faults
+Run ``python -m jppo.standin.server --port P [--agents 12] [--seed S] [--fault F]``; faults
 for tests: ``silent-after=N``, ``die-after=N``, ``bad-shape``, ``nan-after=N``, ``two-behaviors``
 (N counts messages sent, the two initialization messages included).
 """
@@ -43,7 +43,7 @@ from mlagents_envs.communicator_objects.command_pb2 import QUIT, RESET, STEP
 from mlagents_envs.communicator_objects.header_pb2 import HeaderProto
 from mlagents_envs.communicator_objects.unity_message_pb2 import UnityMessageProto
 
-from jppo.envs.unity_standin_scene import OBS_SIZE, Scene
+from jppo.standin.scenes import OBS_SIZE, Scene
 
 BEHAVIOR = "3DBall?team=0"
 SECOND_BEHAVIOR = "3DBallCopy?team=0"  # the two-behaviors fault: the second half of the agents
@@ -352,8 +352,8 @@ class StandIn:
 
 def launch(port: int, *, agents: int = 12, seed: int | None = None, fault: str | None = None,
            max_step: int | None = None, connect_timeout: float = 60.0, **popen) -> subprocess.Popen:
-    """Start ``python -m jppo.envs.unity_standin`` for ``port``; ``popen`` goes to Popen."""
-    command = [sys.executable, "-m", "jppo.envs.unity_standin", "--port", str(port),
+    """Start ``python -m jppo.standin.server`` for ``port``; ``popen`` goes to Popen."""
+    command = [sys.executable, "-m", "jppo.standin.server", "--port", str(port),
                "--agents", str(agents), "--connect-timeout", str(connect_timeout)]
     for flag, value in (("--seed", seed), ("--fault", fault), ("--max-step", max_step)):
         if value is not None:

@@ -12,15 +12,16 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jppo import checkpoint, distributed, envs
-from jppo.progress import ProgressDisplay, summary_table
-from jppo.run_config import RunSettings, UserError
-from jppo.run_folder import RunFolder, write_configuration, write_json
-from jppo.summaries import RunLog, plot_learning_curve, plot_sweep_comparison
-from jppo.sweep import (Sweep, member_dir, print_summary, setting_label, write_member_files,
+from jppo import distributed, envs
+from jppo.runs import checkpoint
+from jppo.runs.progress import ProgressDisplay, summary_table
+from jppo.runs.settings import RunSettings, UserError
+from jppo.runs.folder import RunFolder, write_configuration, write_json
+from jppo.runs.summaries import RunLog, plot_learning_curve, plot_sweep_comparison
+from jppo.runs.sweep import (Sweep, member_dir, print_summary, setting_label, write_member_files,
                         write_summary_csv)
-from jppo.sweep import summarize as sweep_summarize
-from jppo.trainer import Trainer
+from jppo.runs.sweep import summarize as sweep_summarize
+from jppo.jax_loop.trainer import Trainer
 
 # Unity's 3DBall scene holds 12 agents; a JAX environment is one agent.
 DEFAULT_NUM_ENVS = {"3DBall": 12, "3DBallHard": 12}
@@ -77,7 +78,7 @@ def train(settings: RunSettings, env_name: str, folder: RunFolder | None, *, qui
     ``mesh`` (``jppo.distributed.make_mesh``) splits the environments over devices, of this
     process or of every process of a ``jax.distributed`` run; only process 0 writes (``folder``
     is None on the others). ``sweep`` trains every (setting, seed) pair at once, one folder per
-    member (``jppo.sweep``)."""
+    member (``jppo.runs.sweep``)."""
     env = make_env(env_name, settings.environment_parameters)
     num_envs = num_envs_for(settings, env_name)
     distributed.check_divisible(num_envs, mesh)
