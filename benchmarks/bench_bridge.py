@@ -138,7 +138,7 @@ def update_seconds(repeats: int = 3) -> float:
 
     from jppo.core.networks import ActionSpec
     from jppo.runs.settings import load
-    from jppo.host_loop.trajectories import FlatBuffer, make_buffer_update
+    from jppo.core.buffer_update import FlatBuffer, make_buffer_update
     from jppo.core.update import init_train_state
 
     config = load(CONFIG).ppo

@@ -39,22 +39,22 @@ def measure(split: bool, repeats: int) -> dict:
     import numpy as np
 
     from jppo import distributed
-    from jppo.host_loop import meeting as host_sync
+    from jppo.host_loop import sharded_update
     from jppo.core.networks import ActionSpec
     from jppo.runs.settings import load
-    from jppo.host_loop.trajectories import FlatBuffer
+    from jppo.core.buffer_update import FlatBuffer
     from jppo.core.update import init_train_state
 
     config = load(CONFIG).ppo
     spec = ActionSpec.continuous(ACTIONS)
     mesh = distributed.make_mesh(1)
-    layout = host_sync.make_layout(mesh, config, split)
+    layout = sharded_update.make_layout(mesh, config, split)
     state = distributed.place_replicated(mesh, jax.device_get(
         init_train_state(jax.random.PRNGKey(0), config, OBS, spec)))
-    update = host_sync.make_update(layout, config, spec, config.total_adam_steps(config.buffer_size),
+    update = sharded_update.make_update(layout, config, spec, config.total_adam_steps(config.buffer_size),
                                    split_minibatches=split)
     start = time.perf_counter()
-    compiled = update.lower(state, host_sync.abstract_buffer(layout, OBS, spec)).compile()
+    compiled = update.lower(state, sharded_update.abstract_buffer(layout, OBS, spec)).compile()
     compile_s = time.perf_counter() - start
     rng = np.random.default_rng(jax.process_index())
     n = layout.segment
@@ -68,7 +68,7 @@ def measure(split: bool, repeats: int) -> dict:
                                 np.full((n, ACTIONS), -1.4, np.float32),
                                 rng.normal(size=n).astype(np.float32), ends,
                                 np.zeros(n, np.float32), np.zeros((n, OBS), np.float32)))
-    buffer = host_sync.global_buffer(layout, parts)
+    buffer = sharded_update.global_buffer(layout, parts)
 
     def one():
         nonlocal state

@@ -41,7 +41,8 @@ def measure(env_name: str, devices: int, seeds: int, updates: int, repeats: int)
     import jax.numpy as jnp
 
     from jppo import distributed
-    from jppo.jax_loop.driver import make_env
+    from jppo.jax_loop import sharding
+    from jppo.jax_loop.setup import make_env
     from jppo.runs.settings import load
 
     settings = load(CONFIGS[env_name])
@@ -50,7 +51,7 @@ def measure(env_name: str, devices: int, seeds: int, updates: int, repeats: int)
     from jppo.jax_loop.trainer import Trainer
 
     trainer = Trainer(settings.ppo, env, env.default_params, settings.num_envs, mesh)
-    states = distributed.place(mesh, jax.device_get(trainer.init_seeds(0, seeds)))
+    states = sharding.place(mesh, jax.device_get(trainer.init_seeds(0, seeds)))
     start = time.perf_counter()
     run = trainer.chunk(updates).lower(states, jnp.int32(updates)).compile()
     compile_s = time.perf_counter() - start

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import pathlib
-import statistics
 import sys
 import time
 import types
@@ -24,7 +23,7 @@ import jax
 import jax.numpy as jnp
 
 import jppo
-from jppo.jax_loop.driver import make_env
+from jppo.jax_loop.setup import make_env
 from jppo.jax_loop.rollout import make_collect
 from jppo.runs.settings import load
 from jppo.jax_loop.trainer import Trainer
@@ -59,7 +58,7 @@ def jppo_programs(config_file: str, env_name: str, num_envs: int | None, updates
                                 batch_size=steps * num_envs // per_epoch)
     env = make_env(env_name, {})
     trainer = Trainer(config, env, env.default_params, num_envs)
-    n = updates or trainer.total_updates
+    n = updates or trainer.total_iterations
     states = trainer.init_seeds(30, 1)
     start = time.perf_counter()
     train = trainer.chunk(n).lower(states, jnp.int32(n)).compile()

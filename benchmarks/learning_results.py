@@ -20,7 +20,7 @@ import numpy as np
 
 import jppo
 from jppo.jax_loop.evaluate import episode_returns
-from jppo.jax_loop.driver import make_env
+from jppo.jax_loop.setup import make_env
 from jppo.runs.settings import load
 from jppo.jax_loop.trainer import Trainer
 from machine import RESULTS, write
@@ -53,7 +53,7 @@ def run(env_name: str, seeds: int, seed: int):
     env = make_env(env_name, {})
     trainer = Trainer(settings.ppo, env, env.default_params, settings.num_envs)
     states = trainer.init_seeds(seed, seeds)
-    n = trainer.total_updates
+    n = trainer.total_iterations
     start = time.perf_counter()
     program = trainer.chunk(n).lower(states, jnp.int32(n)).compile()
     compile_s = time.perf_counter() - start

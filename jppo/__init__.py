@@ -11,6 +11,13 @@ The public names (a contract other parts and users depend on)::
     jppo.init_train_state, jppo.make_update  the train state and the jitted update
     jppo.Rollout, jppo.TrainState            the data that crosses into the update
     jppo.make_policy                         act / evaluate / value / mode functions
+
+The package is laid out in layers, each a folder whose ``__init__`` says what it holds and what
+it may import (``tests/test_layers.py`` keeps the rules): ``core`` (the pure PPO functions),
+``envs`` (JAX-native environments), ``jax_loop`` and ``host_loop`` (the two loops that feed the
+core), ``runs`` (the run folder both loops share), ``onnx`` (export for Unity), ``standin`` (a
+Unity player for tests), ``reference`` (PyTorch), ``distributed``, ``errors``, ``files``, and
+the two CLIs ``train`` and ``export``.
 """
 from jppo.core import normalizer
 from jppo.core.config import ConfigError, PPOConfig
@@ -22,7 +29,7 @@ from jppo.core.policy import Policy, make_policy
 from jppo.core.update import (Batch, Rollout, TrainState, init_train_state, make_train_on_batch,
                          make_update, minibatch_indices, normalized_batch, prepare_batch)
 
-__version__ = "0.1.0"
+from jppo.version import __version__ as __version__  # noqa: F401 (the package version)
 
 __all__ = [
     "ActionSpec", "ActorCritic", "Batch", "ConfigError", "LossMetrics", "PPOConfig", "Policy",

@@ -1,23 +1,19 @@
-"""Many devices and many hosts with JAX's own machinery: ``jax.sharding`` and ``jax.distributed``.
+"""Processes, meshes and collectives with JAX's own machinery (``jax.distributed``,
+``jax.sharding``). Generic: it knows pytrees of arrays, not PPO; the loops decide what is split
+and what is replicated (``jppo.jax_loop.sharding``, ``jppo.host_loop.sharded_update``).
 
-Data parallelism is one jitted program over a ``Mesh`` of devices with one axis, ``"data"``:
-
-- the environments (the env axis of the runner state) are split across the devices, so each
-  device steps, acts for and scores its own environments;
-- parameters, optimizer state, normalizer statistics and keys are replicated;
-- the update keeps one device's semantics exactly: the normalizer statistics, GAE's returns
-  and the advantage normalization are over the whole rollout (XLA reduces across devices), the
-  minibatch order is the same global permutation, and every minibatch is split across the
-  devices (a sharding constraint), so each device takes the gradient of its share and XLA's
-  SPMD partitioner sums the shares with an all-reduce before the one Adam step that every
-  device applies to its copy of the parameters. Results equal one device's up to the order
-  of floating-point sums.
-
-Many hosts: ``jax.distributed.initialize`` joins the processes; the mesh then spans every
-process's devices, each process steps the environments on its own devices, and all share the
-one update (the all-reduces cross hosts: gloo on CPU, NCCL on GPUs, ICI on TPUs). Only
-process 0 writes the results folder; checkpoints gather the state with
-``multihost_utils.process_allgather`` on every process (a collective) before process 0 writes.
+- Processes: ``initialize`` joins a ``jax.distributed`` run (gloo on CPUs, NCCL on GPUs,
+  ICI/DCN on TPUs); process 0 alone writes the results folder (``is_main``, ``on_main``) and
+  the others learn its decisions (``broadcast_flag``, ``broadcast_tree``).
+- Devices: ``make_mesh`` builds a one-axis mesh (``AXIS``) over every process's devices, each
+  process's devices a contiguous block.
+- Data: ``place`` and ``place_replicated`` lay host arrays out over a mesh; ``fetch`` gathers
+  them back (a collective with several processes), ``local_replica`` and ``fetch_replicated``
+  read this process's own copy of replicated arrays without communication;
+  ``minibatch_splitter`` splits every minibatch of an update over the mesh so XLA all-reduces
+  the gradient before the one Adam step every device applies.
+- Reports: ``params_digest`` and ``process_report`` show every process ends with the same
+  parameters.
 """
 from __future__ import annotations
 
@@ -28,12 +24,10 @@ from typing import Any, Callable
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from jppo.core.config import PPOConfig
-from jppo.core.networks import ActionSpec
-from jppo.runs.settings import UserError
-from jppo.core.update import make_update
+from jppo.errors import UserError
 
 AXIS = "data"
 
@@ -151,39 +145,22 @@ def check_divisible(num_envs: int, mesh: Mesh | None):
 
 
 # ---------------------------------------------------------------------------------------------
-# Placing the loop state
-
-
-def state_specs(states: Any) -> Any:
-    """PartitionSpecs for a ``LoopState`` with a leading member axis: the runner's arrays with an
-    env axis (axis 1) are split over the mesh, everything else is replicated."""
-    def spec(path, _):
-        names = [getattr(k, "name", getattr(k, "key", None)) for k in path]
-        return P(None, AXIS) if names[0] == "runner" and names[1] != "key" else P()
-    return jax.tree_util.tree_map_with_path(spec, states)
-
-
-def state_shardings(mesh: Mesh, states: Any) -> Any:
-    return jax.tree_util.tree_map(lambda s: NamedSharding(mesh, s), state_specs(states),
-                                  is_leaf=lambda x: isinstance(x, P))
+# Placing and fetching pytrees
 
 
 def replicated(mesh: Mesh) -> NamedSharding:
     return NamedSharding(mesh, P())
 
 
-def place(mesh: Mesh | None, host_states: Any) -> Any:
-    """Host (numpy or single-device) states as global arrays laid out on ``mesh``; every
-    process passes the same full state and keeps the pieces on its own devices."""
-    if mesh is None:
-        return host_states
-    shardings = state_shardings(mesh, host_states)
-
+def place(host_tree: Any, shardings: Any) -> Any:
+    """Host (numpy or single-device) arrays as global arrays laid out by ``shardings`` (a pytree
+    of ``NamedSharding`` shaped like ``host_tree``); every process passes the same full tree and
+    keeps the pieces on its own devices."""
     def put(x, sharding):
         x = np.asarray(x)
         return jax.make_array_from_callback(x.shape, sharding, lambda index: x[index])
 
-    return jax.tree_util.tree_map(put, host_states, shardings)
+    return jax.tree_util.tree_map(put, host_tree, shardings)
 
 
 def place_replicated(mesh: Mesh | None, tree: Any) -> Any:
@@ -203,8 +180,6 @@ def fetch(tree: Any) -> Any:
     """A pytree of (possibly global, sharded) arrays as numpy on this host. With several
     processes this is a collective (``process_allgather``): every process must call it."""
     if jax.process_count() > 1:
-        from jax.experimental import multihost_utils
-
         return multihost_utils.process_allgather(tree, tiled=True)
     return jax.device_get(tree)
 
@@ -223,15 +198,13 @@ def fetch_replicated(tree: Any) -> Any:
     return jax.tree_util.tree_map(np.asarray, local_replica(tree))
 
 
-def on_main(fn: Callable[[], Any]) -> tuple[bool, Any]:
+def on_main(fn: Callable[[], Any]) -> Any:
     """Run ``fn`` on process 0 only (file-system work) and tell every process whether it
-    succeeded. Returns ``(ok, result)``: the result on process 0, None elsewhere. A
-    ``UserError`` on process 0 is raised there and turned into a one-sentence error on the
-    others, so no process waits for a partner that has stopped."""
+    succeeded. Returns the result on process 0, None elsewhere. A ``UserError`` on process 0 is
+    raised there and turned into a one-sentence error on the others, so no process waits for a
+    partner that has stopped."""
     if jax.process_count() == 1:
-        return True, fn()
-    from jax.experimental import multihost_utils
-
+        return fn()
     result, error = None, None
     if is_main():
         try:
@@ -244,15 +217,13 @@ def on_main(fn: Callable[[], Any]) -> tuple[bool, Any]:
     if not int(np.asarray(flags)[0]):
         raise UserError("process 0 refused to start the run (see its message); this process "
                         "stops too.")
-    return True, result
+    return result
 
 
 def broadcast_flag(value: bool) -> bool:
     """Process 0's ``value`` on every process."""
     if jax.process_count() == 1:
         return value
-    from jax.experimental import multihost_utils
-
     return bool(np.asarray(multihost_utils.broadcast_one_to_all(np.array(int(value), np.int32))))
 
 
@@ -260,22 +231,8 @@ def broadcast_tree(tree: Any) -> Any:
     """Process 0's pytree of arrays on every process (numpy)."""
     if jax.process_count() == 1:
         return tree
-    from jax.experimental import multihost_utils
-
     return jax.tree_util.tree_map(np.asarray, multihost_utils.broadcast_one_to_all(
         jax.tree_util.tree_map(np.asarray, tree)))
-
-
-def local_env_count(states: Any) -> int:
-    """How many environments this process's devices step (the env axis of the runner's
-    observations, counted over the process's own shards, each env once)."""
-    obs = states.runner.obs
-    if not isinstance(obs, jax.Array) or obs.is_fully_addressable:
-        return int(obs.shape[1])
-    envs = set()
-    for shard in obs.addressable_shards:
-        envs.update(range(*shard.index[1].indices(obs.shape[1])))
-    return len(envs)
 
 
 def params_digest(params: Any) -> str:
@@ -297,8 +254,6 @@ def process_report(params: Any, envs: int, steps: int) -> list[dict]:
     host = socket.gethostname().encode()[:64].ljust(64, b"\0")
     row = np.concatenate([row, np.frombuffer(host, np.uint8).astype(np.int64)])
     if jax.process_count() > 1:
-        from jax.experimental import multihost_utils
-
         rows = np.asarray(multihost_utils.process_allgather(row))
     else:
         rows = row[None]
@@ -312,23 +267,7 @@ def process_report(params: Any, envs: int, steps: int) -> list[dict]:
 
 
 # ---------------------------------------------------------------------------------------------
-# The data-parallel update
-
-
-def make_data_parallel_update(config: PPOConfig, action_spec: ActionSpec, total_updates: int,
-                              mesh: Mesh):
-    """``update(train_state, rollout) -> (train_state, metrics)`` for a rollout whose env axis
-    is split over ``mesh``: ``jppo.core.update.make_update``'s program (not jitted) with every
-    minibatch split across the devices.
-
-    The sharding constraint on the gathered minibatches makes each device differentiate its
-    own share of every minibatch (the weight gradients, sums over the minibatch, become
-    per-device partial sums that XLA all-reduces). Without it XLA would gather each minibatch
-    onto every device and repeat the whole update everywhere. The scale-out tests check it
-    against the one-device update.
-    """
-    return make_update(config, action_spec, total_updates, jit=False,
-                       place_minibatches=minibatch_splitter(mesh))
+# Splitting minibatches
 
 
 def minibatch_splitter(mesh: Mesh) -> Callable:

@@ -1,227 +1,19 @@
-"""Export a trained actor as an ONNX model Unity's ML-Agents inference runs (model API version 3).
+"""``python -m jppo.export RUN_DIR [--output PATH] [--check]``: a run's trained policy as the
+ONNX model Unity's ML-Agents runs (the graph itself: ``jppo.onnx.actor``).
 
-    export_onnx(path, params, normalizer, config, action_spec, observation_size) -> path
-    python -m jppo.export RUN_DIR [--output PATH] [--check]
-
-The graph (opset 9, built with ``onnx.helper``) has the input ``obs_0`` ``[batch, obs]`` of raw
-observations: the normalizer is folded into it as constants. It reproduces what ML-Agents'
-``SimpleActor.forward`` exports (``mlagents/trainers/torch_entities/networks.py``,
-``action_model.py``, ``distributions.py``, ``model_serialization.py``):
-
-- ``version_number`` = [3.], ``memory_size`` = [0.]: float32 ``[1]`` (torch ``Tensor([..])``;
-  Unity reads them as ``Tensor<float>``);
-- continuous: ``continuous_actions`` ``[batch, A]`` = clip(mu + sigma * noise, -3, 3) / 3 with
-  the noise drawn in the graph (``RandomNormalLike``), ``continuous_action_output_shape`` = [A.]
-  float32 ``[1]``, ``deterministic_continuous_actions`` = clip(mu, -3, 3) / 3;
-- discrete: an ``action_masks`` input ``[batch, n]`` (1 allowed, 0 masked; Unity feeds it and
-  warns when a discrete model lacks it), ``discrete_actions`` ``[batch, 1]`` int64 sampled with
-  ``Multinomial`` (torch.multinomial), ``discrete_action_output_shape`` = [[n.]] float32
-  ``[1, 1]`` (the branch sizes), ``deterministic_discrete_actions`` ``[batch, 1]`` int64 argmax.
-
-The critic is not exported. Only the single-branch action specs jppo trains are supported.
+``export_onnx``, ``build_model`` and ``run_model`` are re-exported here for code that used them
+from this module. A mistake prints one sentence and exits with code 2.
 """
 from __future__ import annotations
 
 import argparse
-import contextlib
-import os
 import sys
-import tempfile
 from pathlib import Path
 
-import numpy as np
-import onnx
-
-from jppo import __version__
-from jppo.core import normalizer as obs_norm
-from jppo.core.config import PPOConfig
-from jppo.core.networks import ActionSpec
-from jppo.onnx.graph import (BATCH, FLOAT, INT64, GraphBuilder, clamp_to_unit, dense,
-                             layer_norm, normalize, swish, value_info)
-from jppo.runs.settings import UserError
-
-MODEL_API_VERSION = 3  # ML-Agents' SimpleActor.MODEL_EXPORT_VERSION (ModelApiVersion.MLAgents2_0)
-OBS_INPUT = "obs_0"
-MASK_INPUT = "action_masks"
-_LAYER_NORM_EPS = 1e-5  # networks.MLP's LayerNorm epsilon ("seed" preset)
-_VAR_FLOOR = 1e-8  # normalizer's floor on the variance
-_MASK_PENALTY = 1e8  # ML-Agents' MultiCategoricalDistribution._mask_branch constant
-
-
-# --------------------------------------------------------------------------- graph pieces
-
-
-def _to_numpy(tree) -> dict:
-    """A nested mapping of arrays as nested dicts of float32 numpy arrays."""
-    return {k: _to_numpy(v) if hasattr(v, "keys") else np.asarray(v, np.float32)
-            for k, v in tree.items()}
-
-
-def _check_shape(name: str, array: np.ndarray, shape: tuple):
-    if array.shape != shape:
-        raise ValueError(f"parameter {name} has shape {array.shape}, expected {shape}; the "
-                         "params do not match the config, action spec and observation size.")
-
-
-def _actor_body(g: GraphBuilder, x: str, actor: dict, config: PPOConfig, in_size: int) -> str:
-    """The hidden stack ``[B, in_size] -> [B, hidden_units]`` of ``networks.MLP``."""
-    width = config.hidden_units
-    for i in range(config.num_layers):
-        dense_p = actor[f"Dense_{i}"]
-        _check_shape(f"actor.Dense_{i}.kernel", dense_p["kernel"], (in_size, width))
-        x = dense(g, x, dense_p["kernel"], dense_p["bias"], f"actor.Dense_{i}")
-        if config.network == "seed":
-            ln = actor[f"LayerNorm_{i}"]
-            x = g.op("Tanh", layer_norm(g, x, ln["scale"], ln["bias"], _LAYER_NORM_EPS,
-                                        f"actor.LayerNorm_{i}"))
-        elif config.network == "cleanrl":
-            x = g.op("Tanh", x)
-        else:
-            x = swish(g, x)
-        in_size = width
-    return x
-
-
-def _normalizer_constants(state: obs_norm.NormalizerState) -> tuple[np.ndarray, np.ndarray]:
-    """``(mean[D], 1 / sqrt(max(var, 1e-8))[D])`` as ``normalizer.apply`` uses them."""
-    var = np.asarray(obs_norm.variance(state), np.float64)
-    inv_std = 1.0 / np.sqrt(np.maximum(var, _VAR_FLOOR))
-    return np.asarray(state.mean, np.float32), inv_std.astype(np.float32)
-
-
-def _continuous_head(g: GraphBuilder, mu: str, log_std: np.ndarray, size: int) -> list:
-    """Outputs of a state-independent Gaussian ``N(mu[B, A], exp(log_std)[A])``."""
-    sigma = g.const("sigma", np.exp(np.asarray(log_std, np.float64)))
-    # No seed attribute: the runtime's generator gives fresh noise per call, as torch.randn_like.
-    noise = g.op("RandomNormalLike", mu, dtype=FLOAT, mean=0.0, scale=1.0)
-    sample = g.op("Add", mu, g.op("Mul", noise, sigma))
-    clamp_to_unit(g, sample, out="continuous_actions")
-    g.constant_output("continuous_action_output_shape", [size])
-    clamp_to_unit(g, mu, out="deterministic_continuous_actions")
-    return [value_info("continuous_actions", FLOAT, [BATCH, size]),
-            value_info("continuous_action_output_shape", FLOAT, [1]),
-            value_info("deterministic_continuous_actions", FLOAT, [BATCH, size])]
-
-
-def _discrete_head(g: GraphBuilder, logits: str, size: int) -> list:
-    """Outputs of a Categorical over ``size`` choices with ``logits[B, size]`` and the mask."""
-    # ML-Agents' masking: logits * mask - 1e8 * (1 - mask) (Barracuda-friendly, no Where op).
-    blocked = g.op("Sub", g.const("one", 1.0), MASK_INPUT)
-    masked = g.op("Sub", g.op("Mul", logits, MASK_INPUT),
-                  g.op("Mul", blocked, g.const("mask_penalty", _MASK_PENALTY)))
-    # Multinomial takes unnormalized log-probabilities, so the logits go in as they are.
-    g.op("Multinomial", masked, out="discrete_actions", dtype=INT64, sample_size=1)
-    g.constant_output("discrete_action_output_shape", [[size]])  # [1, branches], as torch
-    g.op("ArgMax", masked, out="deterministic_discrete_actions", axis=1, keepdims=1)
-    return [value_info("discrete_actions", INT64, [BATCH, 1]),
-            value_info("discrete_action_output_shape", FLOAT, [1, 1]),
-            value_info("deterministic_discrete_actions", INT64, [BATCH, 1])]
-
-
-def build_model(params, normalizer: obs_norm.NormalizerState, config: PPOConfig,
-                action_spec: ActionSpec, observation_size: int) -> onnx.ModelProto:
-    """The actor as an unchecked ONNX model (see the module docstring for inputs and outputs);
-    ``ValueError`` when the params do not fit the config, action spec and observation size."""
-    # Accept the variables of ``model.init`` ({"params": ...}) or the bare params.
-    p = _to_numpy(params.get("params", params))
-    try:
-        return _build(p, normalizer, config, action_spec, observation_size)
-    except KeyError as err:
-        raise ValueError(f"the params have no entry {err}; they are not the params of a "
-                         f"{config.network!r} actor-critic.") from None
-
-
-def _build(p: dict, normalizer, config: PPOConfig, action_spec: ActionSpec,
-           observation_size: int) -> onnx.ModelProto:
-    """``build_model`` on params already converted to nested numpy dicts."""
-    g = GraphBuilder()
-    inputs = [value_info(OBS_INPUT, FLOAT, [BATCH, observation_size])]
-    outputs = [value_info("version_number", FLOAT, [1]), value_info("memory_size", FLOAT, [1])]
-    g.constant_output("version_number", [MODEL_API_VERSION])
-    g.constant_output("memory_size", [0])
-
-    x = OBS_INPUT
-    if config.normalize:
-        mean, inv_std = _normalizer_constants(normalizer)
-        _check_shape("normalizer.mean", mean, (observation_size,))
-        x = normalize(g, x, mean, inv_std, config.obs_clip)
-    hidden = _actor_body(g, x, p["actor"], config, observation_size)
-    head = p["policy_head"]
-    _check_shape("policy_head.kernel", head["kernel"], (config.hidden_units, action_spec.size))
-    out = dense(g, hidden, head["kernel"], head["bias"], "policy_head")
-
-    if action_spec.is_continuous:
-        _check_shape("log_std", p["log_std"], (action_spec.size,))
-        outputs += _continuous_head(g, out, p["log_std"], action_spec.size)
-    else:
-        inputs.append(value_info(MASK_INPUT, FLOAT, [BATCH, action_spec.size]))
-        outputs += _discrete_head(g, out, action_spec.size)
-    return g.model(inputs, outputs, "jppo_actor", __version__)
-
-
-# --------------------------------------------------------------------------- writing
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` via a temporary file in the same folder and ``os.replace``,
-    so a reader (Unity's importer) never sees a half-written model and a failure leaves none."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp makes it 0600; a model is an ordinary shared artifact
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-
-
-def export_onnx(path, params, normalizer: obs_norm.NormalizerState, config: PPOConfig,
-                action_spec: ActionSpec, observation_size: int) -> Path:
-    """Build, check (``onnx.checker`` with shape inference) and atomically write the actor of
-    ``params`` as an ONNX model at ``path``; returns the path. Raises before touching ``path``
-    when the params do not fit the config or the graph does not check."""
-    model = build_model(params, normalizer, config, action_spec, observation_size)
-    onnx.checker.check_model(model, full_check=True)
-    path = Path(path)
-    _atomic_write(path, model.SerializeToString())
-    return path
-
-
-# --------------------------------------------------------------------------- running it
-
-
-def check_inputs(session, batch: int = 1) -> dict:
-    """Feeds for an onnxruntime ``session``: zero observations, every action allowed."""
-    feeds = {}
-    for inp in session.get_inputs():
-        shape = [batch] + [int(d) for d in inp.shape[1:]]
-        feeds[inp.name] = (np.ones if inp.name == MASK_INPUT else np.zeros)(shape, np.float32)
-    return feeds
-
-
-def run_model(path, feeds: dict | None = None) -> dict:
-    """Run the model at ``path`` once with onnxruntime: ``{output name: array}``."""
-    import onnxruntime as ort
-
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    feeds = feeds if feeds is not None else check_inputs(session)
-    names = [o.name for o in session.get_outputs()]
-    return dict(zip(names, session.run(names, feeds)))
-
-
-# --------------------------------------------------------------------------- CLI
-
-
-def load_policy(run_dir):
-    """The trained policy of a run folder, via ``jppo.runs.checkpoint.load_policy`` (imported here so
-    export's graph code does not depend on the checkpoint format)."""
-    from jppo.runs.checkpoint import load_policy as load
-
-    return load(run_dir)
+from jppo.errors import UserError
+from jppo.onnx.actor import (MASK_INPUT, MODEL_API_VERSION, OBS_INPUT, build_model, check_inputs,
+                             export_onnx, run_model)
+from jppo.runs.checkpoint import load_policy
 
 
 def _parse_args(argv):
@@ -271,6 +63,10 @@ def main(argv=None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     return 0
+
+
+__all__ = ["MASK_INPUT", "MODEL_API_VERSION", "OBS_INPUT", "build_model", "check_inputs",
+           "export_onnx", "main", "run_model"]
 
 
 if __name__ == "__main__":

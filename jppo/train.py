@@ -16,9 +16,12 @@ import dataclasses
 import pathlib
 import sys
 
-from jppo.runs.settings import RunSettings, UserError, apply_overrides, load, validate_run
-
-DEFAULT_CONFIG = pathlib.Path(__file__).resolve().parent.parent / "configs" / "3DBall.yaml"
+from jppo import distributed, envs
+from jppo.errors import RunFault, UserError
+from jppo.host_loop.connect import is_host_env
+from jppo.runs import sweep as sweeps
+from jppo.runs.launch import Launch
+from jppo.runs.settings import DEFAULT_CONFIG, apply_overrides, load, validate_run
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -75,14 +78,15 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def resolve(args) -> tuple[RunSettings, str]:
-    """Settings from the YAML with the command line applied on top, and the environment name."""
+def resolve(args) -> Launch:
+    """The YAML's settings with the command line applied on top, as a ``Launch``."""
     path = pathlib.Path(args.config) if args.config else DEFAULT_CONFIG
     settings = load(path)
     changes = {k: v for k, v in {
         "run_id": args.run_id, "results_dir": args.results_dir, "seed": args.seed,
-        "num_envs": args.num_envs, "num_seeds": args.num_seeds, "base_port": args.base_port,
-        "time_scale": args.time_scale, "timeout_wait": args.timeout_wait,
+        "num_envs": args.num_envs, "num_workers": args.num_envs, "num_seeds": args.num_seeds,
+        "base_port": args.base_port, "time_scale": args.time_scale,
+        "timeout_wait": args.timeout_wait,
     }.items() if v is not None}
     if args.no_graphics:
         changes["no_graphics"] = True
@@ -93,19 +97,6 @@ def resolve(args) -> tuple[RunSettings, str]:
     if args.stop_after_steps is not None and args.stop_after_steps < 1:
         raise UserError(f"--stop-after-steps {args.stop_after_steps} is not allowed; give a number "
                         "of steps >= 1.")
-    return settings, env
-
-
-def is_host_env(env: str) -> bool:
-    """A Unity build, the Unity editor, or a Gymnasium id: driven from the host, not in JAX."""
-    return env == "editor" or env.startswith("gymnasium:") or pathlib.Path(env).exists()
-
-
-def run(args) -> int:
-    from jppo import envs
-    from jppo.runs import folder as run_folder
-
-    settings, env = resolve(args)
     host = env not in envs.names() and is_host_env(env)
     if host and args.sweep:
         raise UserError(f"--sweep works with the JAX environments only ({', '.join(envs.names())}"
@@ -113,16 +104,6 @@ def run(args) -> int:
     if not host and args.split_minibatches:
         raise UserError("--split-minibatches is for Unity and Gymnasium environments; the JAX "
                         "environments always split their minibatches across --devices.")
-    if host:
-        from jppo import distributed
-        from jppo.host_loop import driver as host_training
-
-        devices = distributed.parse_devices(args.devices)
-        distributed.initialize(args.coordinator, args.num_processes, args.process_id,
-                               args.distributed)
-        return host_training.main(settings, env, args, distributed.make_mesh(devices))
-    from jppo.runs import sweep as sweeps
-
     sweep = sweeps.parse(args.sweep, settings.ppo)
     if sweep:
         overridden = {item.partition("=")[0].strip() for item in args.overrides}
@@ -130,19 +111,23 @@ def run(args) -> int:
             if name in overridden:
                 raise UserError(f"--sweep {name} and --set {name} contradict each other; give "
                                 f"{name}'s values with --sweep only.")
-    # Parsed before JAX starts; jax.distributed must be initialized before any JAX computation.
-    from jppo import distributed
+    return Launch(settings, env, resume=args.resume, force=args.force, quiet=args.quiet,
+                  stop_after_steps=args.stop_after_steps, sweep=sweep,
+                  split_minibatches=args.split_minibatches)
 
+
+def run(args) -> int:
+    launch = resolve(args)
+    host = launch.env not in envs.names() and is_host_env(launch.env)
+    # Parsed before JAX starts; jax.distributed must be initialized before any JAX computation.
     devices = distributed.parse_devices(args.devices)
     distributed.initialize(args.coordinator, args.num_processes, args.process_id, args.distributed)
-    from jppo.jax_loop import driver as jax_driver
-
-    jax_driver.make_env(env, settings.environment_parameters)  # refuse a bad env before any write
     mesh = distributed.make_mesh(devices)
-    distributed.check_divisible(jax_driver.num_envs_for(settings, env), mesh)
-    _, folder = distributed.on_main(lambda: run_folder.prepare(settings, args.resume, args.force))
-    jax_driver.train(settings, env, folder, quiet=args.quiet, stop_after_steps=args.stop_after_steps,
-                     mesh=mesh, sweep=sweep)
+    if host:
+        from jppo.host_loop import driver  # imported once jax.distributed is up (see above)
+    else:
+        from jppo.jax_loop import driver
+    driver.run(launch, mesh)
     return 0
 
 
@@ -153,6 +138,9 @@ def main(argv=None) -> int:
     except UserError as err:
         print(f"jppo: error: {err}", file=sys.stderr)
         return 2
+    except RunFault as fault:
+        print(f"jppo: error: {fault}", file=sys.stderr)
+        return fault.code
     except KeyboardInterrupt:
         return 130
 

@@ -14,7 +14,6 @@ import functools
 from typing import Callable, Optional
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import optax
 import torch
@@ -70,7 +69,7 @@ class Case:
                          max_grad_norm=self.max_grad_norm, kl_coef=0.7)
 
     @property
-    def total_updates(self) -> int:
+    def total_adam_steps(self) -> int:
         return self.config.total_adam_steps(T * B)  # 4 updates' worth: the schedules decay
 
 
@@ -169,7 +168,7 @@ def torch_rollout(r: Rollout) -> dict:
 def torch_learner(case: Case, ref_changes: dict, layer_norm_eps: float) -> ref.Learner:
     """A reference learner with the JAX initial weights and the (perturbed) config."""
     config = case.config.replace(**ref_changes)
-    learner = ref.Learner.create(config, OBS, case.spec.kind, case.spec.size, case.total_updates,
+    learner = ref.Learner.create(config, OBS, case.spec.kind, case.spec.size, case.total_adam_steps,
                                  layer_norm_eps)
     load_flax_params(learner.model, initial_params(case))
     return learner
@@ -351,7 +350,7 @@ UPDATES = 2
 def _jax_updates(case: Case):
     """UPDATES calls of ``jppo.make_update`` on two rollouts; the states, and each update's
     minibatch order as the update derives it from the state's key."""
-    update = jppo.make_update(case.config, case.spec, case.total_updates)
+    update = jppo.make_update(case.config, case.spec, case.total_adam_steps)
     state, states, orders = initial_state(case), [], []
     for i in range(UPDATES):
         _, order_key = jax.random.split(state.key)

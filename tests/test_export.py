@@ -13,9 +13,9 @@ import onnxruntime as ort
 import pytest
 
 import jppo
-from jppo import ActionSpec, PPOConfig, export
+from jppo import ActionSpec, PPOConfig, export, files
 from jppo.core.normalizer import NormalizerState
-from jppo.runs.settings import UserError
+from jppo.errors import UserError
 
 OBS = 6
 N_SAMPLES = 20_000
@@ -231,7 +231,7 @@ def test_failed_export_leaves_no_file(tmp_path, monkeypatch):
     def failing_replace(src, dst):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(export.os, "replace", failing_replace)
+    monkeypatch.setattr(files.os, "replace", failing_replace)  # the one atomic writer
     with pytest.raises(OSError):
         export.export_onnx(target, params, state, config, CONT, OBS)
     assert list(tmp_path.iterdir()) == [target]  # no temporary file left behind

@@ -14,8 +14,8 @@ from jppo.host_loop import unity_worker
 from jppo.core.config import PPOConfig
 from jppo.core.networks import ActionSpec
 from jppo.core.policy import make_policy
-from jppo.host_loop.trajectories import (Episode, FlatBuffer, Trajectory, TrajectoryAssembler, UpdateBuffer,
-                               gae_targets, make_buffer_update)
+from jppo.core.buffer_update import FlatBuffer, gae_targets, make_buffer_update
+from jppo.host_loop.trajectories import Episode, Trajectory, TrajectoryAssembler, UpdateBuffer
 from jppo.host_loop.unity_env import non_finite, to_agent_steps
 from jppo.core.update import init_train_state
 from jppo.host_loop.vec_env import Actions, order_actions, to_unit_range

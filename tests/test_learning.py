@@ -12,7 +12,7 @@ import pytest
 
 import jppo
 from jppo.jax_loop.evaluate import episode_returns
-from jppo.jax_loop.driver import make_env
+from jppo.jax_loop.setup import make_env
 from jppo.runs.settings import load
 from jppo.jax_loop.trainer import Trainer
 
@@ -25,7 +25,7 @@ def train_and_score(config_name: str, episodes: int, max_episode_steps: int, see
     env = make_env(settings.env, {})
     trainer = Trainer(config, env, env.default_params, settings.num_envs)
     states = trainer.init_seeds(seed, 1)
-    states, metrics = trainer.chunk(trainer.total_updates)(states, jnp.int32(trainer.total_updates))
+    states, metrics = trainer.chunk(trainer.total_iterations)(states, jnp.int32(trainer.total_iterations))
     train = jax.tree_util.tree_map(lambda x: x[0], states.train)
     returns, _ = episode_returns(env, env.default_params, jppo.make_policy(config, trainer.action_spec),
                                  train.params, train.normalizer, jax.random.PRNGKey(1234), episodes,

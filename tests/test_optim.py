@@ -1,5 +1,4 @@
 """Schedules at start, middle and end; the Optax chain against hand-written Adam."""
-import jax
 import jax.numpy as jnp
 import numpy as np
 import optax

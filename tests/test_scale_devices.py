@@ -27,8 +27,9 @@ SCRIPT = r"""
 import json, re, sys
 import jax, jax.numpy as jnp, numpy as np
 from jppo import distributed
+from jppo.jax_loop import sharding
 from jppo.core.config import PPOConfig
-from jppo.jax_loop.driver import make_env
+from jppo.jax_loop.setup import make_env
 from jppo.jax_loop.trainer import Trainer
 from jppo.train import main
 
@@ -40,7 +41,7 @@ report = {"device_count": jax.device_count()}
 for devices in (1, 2, 4):
     mesh = distributed.make_mesh(devices)
     trainer = Trainer(config, env, env.default_params, 8, mesh)
-    states = distributed.place(mesh, jax.device_get(trainer.init_seeds(0, 1)))
+    states = sharding.place(mesh, jax.device_get(trainer.init_seeds(0, 1)))
     compiled = trainer.chunk(4).lower(states, jnp.int32(4)).compile()
     final, metrics = compiled(states, jnp.int32(4))
     obs = final.runner.obs

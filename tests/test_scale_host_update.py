@@ -21,10 +21,10 @@ SCRIPT = r"""
 import json, re, sys
 import jax, numpy as np, yaml
 from jppo import distributed
-from jppo.host_loop import meeting as host_sync
+from jppo.host_loop import sharded_update
 from jppo.core.config import PPOConfig
 from jppo.core.networks import ActionSpec
-from jppo.host_loop.trajectories import FlatBuffer
+from jppo.core.buffer_update import FlatBuffer
 from jppo.train import main
 from jppo.core.update import init_train_state
 
@@ -49,17 +49,17 @@ def buffer(seed):
 report = {"device_count": jax.device_count()}
 for name, devices, split in (("1", 1, True), ("2", 2, True), ("2-replicated", 2, False)):
     mesh = distributed.make_mesh(devices)
-    layout = host_sync.make_layout(mesh, config, split)
+    layout = sharded_update.make_layout(mesh, config, split)
     state = distributed.place_replicated(
         mesh, jax.device_get(init_train_state(jax.random.PRNGKey(0), config, d, spec)))
-    update = host_sync.make_update(layout, config, spec, config.total_adam_steps(n),
+    update = sharded_update.make_update(layout, config, spec, config.total_adam_steps(n),
                                    split_minibatches=split)
-    compiled = update.lower(state, host_sync.abstract_buffer(layout, d, spec)).compile()
+    compiled = update.lower(state, sharded_update.abstract_buffer(layout, d, spec)).compile()
     for seed in (1, 2, 3):
         flat = buffer(seed)
         parts = [FlatBuffer(*(x[i * layout.segment:(i + 1) * layout.segment] for x in flat))
                  for i in range(layout.local_segments)]
-        state, metrics = compiled(state, host_sync.global_buffer(layout, parts))
+        state, metrics = compiled(state, sharded_update.global_buffer(layout, parts))
     text = compiled.as_text()
     report[name] = {
         "segments": [layout.segments, layout.local_segments, layout.segment],

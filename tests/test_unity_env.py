@@ -75,35 +75,31 @@ class _Specs:
          "others a model or Heuristic Only in Behavior Parameters."),
 ])
 def test_behaviors_jppo_cannot_train_are_named(specs, message):
-    from jppo.host_loop.driver import pick_behavior
-    from jppo.runs.settings import load
-    from jppo.train import DEFAULT_CONFIG
+    from jppo.host_loop.connect import pick_behavior
+    from jppo.runs.settings import DEFAULT_CONFIG, load
 
     with pytest.raises(EnvFault) as fault:
-        pick_behavior(_Specs(*specs), load(DEFAULT_CONFIG), "editor")
+        pick_behavior(_Specs(*specs), load(DEFAULT_CONFIG).behavior, "editor")
     assert str(fault.value) == message
 
 
 def test_the_one_behavior_is_picked_with_its_sizes():
-    from jppo.host_loop.driver import pick_behavior
-    from jppo.runs.settings import load
-    from jppo.train import DEFAULT_CONFIG
+    from jppo.host_loop.connect import pick_behavior
+    from jppo.runs.settings import DEFAULT_CONFIG, load
 
-    got = pick_behavior(_Specs(BehaviorSpec(B, ((8,),), 2)), load(DEFAULT_CONFIG), "editor")
+    got = pick_behavior(_Specs(BehaviorSpec(B, ((8,),), 2)), load(DEFAULT_CONFIG).behavior, "editor")
     assert got == (B, 8, ("continuous", 2))
-    got = pick_behavior(_Specs(BehaviorSpec("CartPole", ((4,),), 0, (2,))), load(DEFAULT_CONFIG),
+    got = pick_behavior(_Specs(BehaviorSpec("CartPole", ((4,),), 0, (2,))), load(DEFAULT_CONFIG).behavior,
                         "gymnasium:CartPole-v1")  # no name check: Gymnasium has no behavior names
     assert got == ("CartPole", 4, ("discrete", 2))
 
 
 def test_unity_workers_come_from_num_envs_or_env_settings_never_from_jppo_num_envs(tmp_path):
-    import argparse
-
     import yaml
 
-    from jppo.host_loop.driver import num_workers
-    from jppo.runs.settings import load
-    from jppo.train import DEFAULT_CONFIG
+    from jppo.host_loop.connect import num_workers
+    from jppo.runs.settings import DEFAULT_CONFIG
+    from jppo.train import build_parser, resolve
 
     data = yaml.safe_load(DEFAULT_CONFIG.read_text())  # jppo.num_envs: 12 (JAX copies)
     plain = tmp_path / "plain.yaml"
@@ -111,8 +107,11 @@ def test_unity_workers_come_from_num_envs_or_env_settings_never_from_jppo_num_en
     data["env_settings"] = {"num_envs": 3}
     with_env = tmp_path / "env.yaml"
     with_env.write_text(yaml.safe_dump(data))
-    args = lambda path, n=None: argparse.Namespace(config=str(path), num_envs=n)
-    assert num_workers(load(plain), "editor", args(plain)) == 1
-    assert num_workers(load(with_env), "builds/3DBall.x86_64", args(with_env)) == 3
-    assert num_workers(load(with_env), "editor", args(with_env, 2)) == 2
-    assert num_workers(load(plain), "gymnasium:CartPole-v1", args(plain)) == 12
+    def settings(path, n=None):  # as the command line resolves them
+        flags = [str(path)] + ([] if n is None else ["--num-envs", str(n)])
+        return resolve(build_parser().parse_args(flags)).settings
+
+    assert num_workers(settings(plain), "editor") == 1
+    assert num_workers(settings(with_env), "builds/3DBall.x86_64") == 3
+    assert num_workers(settings(with_env, 2), "editor") == 2
+    assert num_workers(settings(plain), "gymnasium:CartPole-v1") == 12

@@ -54,8 +54,8 @@ def matmul(x: jax.Array, w: jax.Array) -> jax.Array:
     """``x[..., in] @ w[in, out]`` whose weight gradient XLA:CPU runs on its fast matmul path.
 
     The plain gradient ``x^T g`` contracts the batch axis of both operands, a form XLA:CPU's
-    fast matmul library does not take; it falls back to a generic kernel 2-3 times slower,
-    which dominated PPO's minibatch steps. Transposing ``x`` in memory first avoids that.
+    fast matmul library does not take; it falls back to a slower generic kernel, which
+    dominated PPO's minibatch steps (benchmarks/README.md). Transposing ``x`` in memory first avoids that.
     """
     return x @ w
 

@@ -1,7 +1,7 @@
 """The optimizer (an Optax chain) and the linear decays of learning rate, epsilon and beta.
 
 All three schedules run on one clock, the Adam step count, and reach their end values after
-``total_updates`` Adam steps (``PPOConfig.total_adam_steps`` maps ML-Agents' ``max_steps`` to
+``total_adam_steps`` Adam steps (``PPOConfig.total_adam_steps`` maps ML-Agents' ``max_steps`` to
 it). ML-Agents evaluates the same lines once per update from its environment step count;
 jppo samples them per Adam step, the same line sampled finer. End values are ML-Agents':
 learning rate 1e-10, epsilon 0.1, beta 1e-5.
@@ -33,24 +33,24 @@ def _decay(kind: str, start, end, total: int) -> optax.Schedule:
     return optax.linear_schedule(start, end, max(int(total), 1))
 
 
-def make_schedules(config: PPOConfig, total_updates: int) -> Schedules:
-    """The learning-rate, epsilon and beta schedules over ``total_updates`` Adam steps."""
+def make_schedules(config: PPOConfig, total_adam_steps: int) -> Schedules:
+    """The learning-rate, epsilon and beta schedules over ``total_adam_steps`` Adam steps."""
     return Schedules(
         _decay(config.schedule("learning_rate"), config.learning_rate, LEARNING_RATE_END,
-               total_updates),
-        _decay(config.schedule("epsilon"), config.epsilon, EPSILON_END, total_updates),
-        _decay(config.schedule("beta"), config.beta, BETA_END, total_updates),
+               total_adam_steps),
+        _decay(config.schedule("epsilon"), config.epsilon, EPSILON_END, total_adam_steps),
+        _decay(config.schedule("beta"), config.beta, BETA_END, total_adam_steps),
     )
 
 
-def make_optimizer(config: PPOConfig, total_updates: int) -> optax.GradientTransformation:
+def make_optimizer(config: PPOConfig, total_adam_steps: int) -> optax.GradientTransformation:
     """Optional global-norm clipping, then Adam (torch's defaults), then the decayed learning rate.
 
-    ``total_updates`` is the number of Adam steps over which the learning rate decays.
+    ``total_adam_steps`` is the number of Adam steps over which the learning rate decays.
     """
     transforms = []
     if config.max_grad_norm is not None:
         transforms.append(optax.clip_by_global_norm(config.max_grad_norm))
     transforms.append(optax.scale_by_adam(b1=0.9, b2=0.999, eps=config.adam_eps))
-    transforms.append(optax.scale_by_learning_rate(make_schedules(config, total_updates).learning_rate))
+    transforms.append(optax.scale_by_learning_rate(make_schedules(config, total_adam_steps).learning_rate))
     return optax.chain(*transforms)

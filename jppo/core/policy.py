@@ -14,6 +14,10 @@ from jppo.core import normalizer as obs_norm
 from jppo.core.config import PPOConfig
 from jppo.core.networks import ActionSpec, ActorCritic
 
+# ML-Agents hands the environment ``clamp(a, -3, 3) / 3`` of the raw Gaussian sample (and
+# stores the raw sample): every path to an environment or an exported model uses this bound.
+ACTION_CLAMP = 3.0
+
 
 @dataclasses.dataclass(frozen=True)
 class Policy:

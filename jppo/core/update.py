@@ -116,7 +116,7 @@ _PACKED_SORT_MAX = 1 << 16
 def permutations(key: jax.Array, count: int, n: int) -> jax.Array:
     """``[count, n]``: independent random permutations of ``range(n)``.
 
-    XLA:CPU sorts a single array several times faster than the (key, index) pairs
+    XLA:CPU sorts a single array faster than the (key, index) pairs
     ``jax.random.permutation`` sorts, so for ``n <= 2**16`` the index rides in the low bits of
     one random uint32. Two samples draw the same high bits with probability <= 2**-16, and
     such a pair keeps index order: a negligible departure from a uniform shuffle.
@@ -152,7 +152,7 @@ def minibatch_indices(key: jax.Array, n: int, batch_size: int, num_epoch: int) -
     return orders.reshape(num_epoch, per_epoch, batch_size)
 
 
-def make_train_on_batch(config: PPOConfig, action_spec: ActionSpec, total_updates: int,
+def make_train_on_batch(config: PPOConfig, action_spec: ActionSpec, total_adam_steps: int,
                         place_minibatches=None):
     """``(train_state, batch) -> (train_state, metrics)``: the epochs of minibatch Adam steps on
     a prepared ``Batch`` (not jitted). Drivers that compute GAE themselves (the Unity driver, per
@@ -162,8 +162,8 @@ def make_train_on_batch(config: PPOConfig, action_spec: ActionSpec, total_update
     gathered ``[minibatches, batch_size, ...]`` arrays: the data-parallel driver uses it to lay
     every minibatch out across devices (``jppo.distributed``)."""
     policy = make_policy(config, action_spec)
-    optimizer = make_optimizer(config, total_updates)
-    schedules = make_schedules(config, total_updates)
+    optimizer = make_optimizer(config, total_adam_steps)
+    schedules = make_schedules(config, total_adam_steps)
 
     def minibatch_loss(params, normalizer, mb: Batch, epsilon, beta, kl_coef):
         log_probs, entropy, values = policy.evaluate(params, normalizer, mb.obs, mb.actions)
@@ -216,18 +216,18 @@ def make_train_on_batch(config: PPOConfig, action_spec: ActionSpec, total_update
     return train_on_batch
 
 
-def make_update(config: PPOConfig, action_spec: ActionSpec, total_updates: int, *,
+def make_update(config: PPOConfig, action_spec: ActionSpec, total_adam_steps: int, *,
                 jit: bool = True, place_minibatches=None):
     """The PPO update ``(train_state, rollout) -> (train_state, metrics)``.
 
-    ``total_updates`` is the number of Adam steps the schedules decay over (see
+    ``total_adam_steps`` is the number of Adam steps the schedules decay over (see
     ``PPOConfig.total_adam_steps``). ``metrics`` is a dict of float32 scalars: loss,
     policy_loss, value_loss, entropy, approx_kl, clip_fraction (means over the update's
     minibatches), learning_rate, epsilon, beta (at its last Adam step), kl_coef, value_estimate.
     With ``jit=False`` the plain function is returned, to compose inside a larger jitted program.
     ``place_minibatches``: see ``make_train_on_batch``.
     """
-    train_on_batch = make_train_on_batch(config, action_spec, total_updates, place_minibatches)
+    train_on_batch = make_train_on_batch(config, action_spec, total_adam_steps, place_minibatches)
 
     def update(state: TrainState, rollout: Rollout):
         if config.normalize:

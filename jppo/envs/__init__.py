@@ -1,4 +1,8 @@
-"""JAX-native environments with a gymnax-style API, made by name."""
+"""JAX-native environments with a gymnax-style API, made by name: base (the API, spaces,
+auto-reset), cartpole, pendulum, ball3d with ball3d_physics (Unity's 3DBall and 3DBallHard).
+
+May import: nothing of jppo (jax and numpy only); the loops and the stand-in import it.
+"""
 from __future__ import annotations
 
 import importlib

@@ -11,16 +11,14 @@ the editor (``file_name=None``) mlagents-envs only allows ``worker_id=0``, so wo
 
 Why processes and not threads: the Python half of every step (protobuf in pure Python, as
 protobuf 3.20 has no compiled module for Python 3.11, plus a pickling ``multiprocessing.Pipe``
-inside ``UnityEnvironment``) holds the GIL for about 6.6 ms per 12-agent step; only the wait
-for Unity releases it. Measured on 2 cores with 2 stand-ins and random actions: serial 867,
-threads 1013, processes 1083 agent decisions/s, and the trainer's own CPU time per round of
-steps 13.5 ms with threads against 0.5 ms with processes. Threads serialize the protobuf work
-of all workers with the trainer's; processes scale with cores (as ML-Agents'
-``SubprocessEnvManager`` does) and leave the trainer free to run the policy and the update.
+inside ``UnityEnvironment``) holds the GIL; only the wait for Unity releases it. Threads would
+serialize the protobuf work of all workers with the trainer's; processes scale with cores (as
+ML-Agents' ``SubprocessEnvManager`` does) and leave the trainer free to run the policy and the
+update.
 
 Workers step independently: ``send`` starts the given workers' next step, ``receive`` returns
 every worker that has answered (at least one), so a slow or terminal-only step of one worker
-does not hold the others (lock-step measured 936 against 1301 decisions/s, 2 stand-ins).
+does not hold the others. The figures behind both choices are in benchmarks/README.md.
 
 The policy's raw Gaussian sample is what the trainer stores and scores; Unity receives
 ``clamp(a, -3, 3) / 3``. Discrete actions go as ``[n, 1]`` int32.

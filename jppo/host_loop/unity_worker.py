@@ -1,8 +1,9 @@
 """One Unity worker process: a ``UnityEnvironment`` stepped on request from the trainer.
 
 Started by ``jppo.host_loop.unity_env`` as a *script* (``python .../unity_worker.py FD``), not as a jppo
-module, so it imports neither jppo nor JAX: mlagents-envs and numpy start in about 0.7 s and
-60 MB where ``import jppo`` costs 3 s and 240 MB. It talks over the socket ``FD`` with
+module, so it imports neither jppo nor JAX: mlagents-envs and numpy start in a fraction of
+the time and memory ``import jppo`` takes (benchmarks/README.md). It talks over the socket
+``FD`` with
 ``multiprocessing.connection`` messages (pickled tuples):
 
     trainer -> worker: first a settings dict (UnityEnvironment arguments, side channel values)
@@ -15,7 +16,7 @@ module, so it imports neither jppo nor JAX: mlagents-envs and numpy start in abo
 
 ``specs`` (a tuple of (name, observation shapes, continuous size, discrete branches)) is sent
 with the first report and whenever the set of behaviors changes. The Python side of the
-protocol (protobuf parsing in pure Python, ~6 ms a step for 12 agents) holds the GIL, so one
+protocol (protobuf parsing in pure Python) holds the GIL, so one
 process per worker is what lets several Unity instances be served in parallel.
 """
 import os

@@ -26,6 +26,7 @@ from typing import Mapping, NamedTuple, Sequence
 import numpy as np
 
 from jppo.core.networks import ActionSpec
+from jppo.core.policy import ACTION_CLAMP
 
 
 class AgentSteps(NamedTuple):
@@ -164,6 +165,6 @@ def order_actions(actions: Actions, decision_ids: np.ndarray, worker: int, behav
     return np.asarray(actions.values)[[position[int(a)] for a in decision_ids]]
 
 
-def to_unit_range(raw: np.ndarray, clamp: float = 3.0) -> np.ndarray:
+def to_unit_range(raw: np.ndarray) -> np.ndarray:
     """ML-Agents' continuous action for the environment: ``clamp(a, -3, 3) / 3`` (float32)."""
-    return (np.clip(raw, -clamp, clamp) / clamp).astype(np.float32)
+    return (np.clip(raw, -ACTION_CLAMP, ACTION_CLAMP) / ACTION_CLAMP).astype(np.float32)

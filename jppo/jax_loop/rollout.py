@@ -15,10 +15,8 @@ import jax
 import jax.numpy as jnp
 
 from jppo.envs.base import Box, Environment, step_or_reset
-from jppo.core.policy import Policy
+from jppo.core.policy import ACTION_CLAMP, Policy
 from jppo.core.update import Rollout
-
-ACTION_CLAMP = 3.0
 
 
 def to_env_action(space, action: jax.Array) -> jax.Array:

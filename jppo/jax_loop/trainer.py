@@ -14,12 +14,14 @@ import flax.struct
 import jax
 import jax.numpy as jnp
 
+from jppo import distributed
 from jppo.core.config import PPOConfig
 from jppo.envs.base import Box, Discrete, Environment
 from jppo.core.networks import ActionSpec
 from jppo.core.policy import make_policy
-from jppo.jax_loop.rollout import RunnerState, init_runner, make_collect
 from jppo.core.update import TrainState, init_train_state, make_update
+from jppo.jax_loop import sharding
+from jppo.jax_loop.rollout import RunnerState, init_runner, make_collect
 
 
 @flax.struct.dataclass
@@ -64,8 +66,8 @@ class Trainer:
         return self.num_steps * self.num_envs
 
     @property
-    def total_updates(self) -> int:
-        """Iterations needed to reach ``max_steps``."""
+    def total_iterations(self) -> int:
+        """Rollout-and-update iterations needed to reach ``max_steps``."""
         return max(1, math.ceil(self.config.max_steps / self.steps_per_update))
 
     @property
@@ -91,13 +93,12 @@ class Trainer:
         policy = make_policy(config, self.action_spec)
         collect = make_collect(self.env, self.env_params, policy, self.num_steps,
                                config.time_horizon)
-        total_adam = self.total_updates * config.adam_steps_per_update(self.steps_per_update)
+        total_adam = self.total_iterations * config.adam_steps_per_update(self.steps_per_update)
         if self.mesh is None:
             update = make_update(config, self.action_spec, total_adam, jit=False)
         else:
-            from jppo.distributed import make_data_parallel_update
-
-            update = make_data_parallel_update(config, self.action_spec, total_adam, self.mesh)
+            update = sharding.make_data_parallel_update(config, self.action_spec, total_adam,
+                                                        self.mesh)
 
         def run_once(state: LoopState):
             runner, rollout, stats = collect(state.train.params, state.train.normalizer, state.runner)
@@ -115,7 +116,7 @@ class Trainer:
         With ``sweep`` (names in ``config.SWEEPABLE``) the function takes a third argument,
         ``{name: float32[members]}``: member i trains with ``config.replace(name=values[i])``,
         every member in the one program (vmapped, the values traced). With a ``mesh`` the
-        program is laid out over it: states as ``jppo.distributed.state_shardings``, the rest
+        program is laid out over it: states as ``jppo.jax_loop.sharding.state_shardings``, the rest
         replicated."""
         sweep = tuple(sweep)
 
@@ -145,7 +146,7 @@ class Trainer:
                 one_seed = scan_for(run_once, active)
                 if states.updates.shape[0] == 1:
                     # vmap over a seed axis of 1 still turns every matmul into a batched one,
-                    # which XLA:CPU runs about 20% slower: one seed runs the plain program.
+                    # which XLA:CPU runs slower: one seed runs the plain program.
                     return expand(one_seed(squeeze(states)))
                 return jax.vmap(one_seed)(states)
         else:
@@ -159,12 +160,10 @@ class Trainer:
 
         if self.mesh is None:
             return jax.jit(run)
-        from jppo import distributed
-
         key = jax.eval_shape(lambda: jax.random.PRNGKey(0))
         template = jax.eval_shape(jax.vmap(self.init),
                                   jax.ShapeDtypeStruct((1,) + key.shape, key.dtype))
-        states_sharding = distributed.state_shardings(self.mesh, template)
+        states_sharding = sharding.state_shardings(self.mesh, template)
         rep = distributed.replicated(self.mesh)
         in_shardings = (states_sharding, rep) + ((rep,) if sweep else ())
         return jax.jit(run, in_shardings=in_shardings, out_shardings=(states_sharding, rep))

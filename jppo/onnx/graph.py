@@ -12,6 +12,8 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from jppo.core.policy import ACTION_CLAMP
+
 OPSET = 9
 BATCH = "batch"  # the symbolic (dynamic) batch dimension
 
@@ -101,4 +103,5 @@ def normalize(g: GraphBuilder, x: str, mean: np.ndarray, inv_std: np.ndarray,
 def clamp_to_unit(g: GraphBuilder, x: str, out: str) -> str:
     """``clip(x, -3, 3) / 3`` into output ``out``: ML-Agents' mapping of Gaussian actions to
     [-1, 1] in the exported model."""
-    return g.op("Div", g.op("Clip", x, min=-3.0, max=3.0), g.const("three", 3.0), out=out)
+    return g.op("Div", g.op("Clip", x, min=-ACTION_CLAMP, max=ACTION_CLAMP),
+                g.const("three", ACTION_CLAMP), out=out)

@@ -6,4 +6,6 @@
 
 Both need ``torch`` (the ``jppo[torch]`` extra). Nothing here is imported by ``import jppo``, and
 this package imports torch only when one of those modules is imported.
+
+May import: ``jppo.core``.
 """

@@ -269,13 +269,13 @@ class Schedules(NamedTuple):
     beta: Callable[[int], float]
 
 
-def make_schedules(config: PPOConfig, total_updates: int) -> Schedules:
+def make_schedules(config: PPOConfig, total_adam_steps: int) -> Schedules:
     """Learning rate, epsilon and beta as functions of the Adam step count."""
     def decay(name, end):
         start = getattr(config, name)
         if config.schedule(name) == "constant":
             return lambda step: start
-        return linear_decay(start, end, total_updates)
+        return linear_decay(start, end, total_adam_steps)
 
     return Schedules(decay("learning_rate", LEARNING_RATE_END), decay("epsilon", EPSILON_END),
                      decay("beta", BETA_END))
@@ -318,17 +318,17 @@ class Learner:
     model: ActorCritic
     optimizer: torch.optim.Adam
     normalizer: RunningNormalizer
-    total_updates: int
+    total_adam_steps: int
     step: int = 0
     kl_coef: float = 1.0
 
     @classmethod
     def create(cls, config: PPOConfig, obs_size: int, action_kind: str, action_size: int,
-               total_updates: int, layer_norm_eps: float = 1e-5) -> "Learner":
+               total_adam_steps: int, layer_norm_eps: float = 1e-5) -> "Learner":
         model = ActorCritic(obs_size, action_kind, action_size, config.hidden_units,
                             config.num_layers, config.network, layer_norm_eps)
         return cls(config, model, make_optimizer(model, config), RunningNormalizer(obs_size),
-                   total_updates, 0, config.kl_coef)
+                   total_adam_steps, 0, config.kl_coef)
 
     def evaluate(self, obs, actions):
         if self.config.normalize:
@@ -366,7 +366,7 @@ def ppo_update(learner: Learner, rollout: dict, index_batches) -> dict:
     if config.normalize:
         learner.normalizer.update(rollout["obs"])
     batch = prepare_batch(config, rollout)
-    schedules = make_schedules(config, learner.total_updates)
+    schedules = make_schedules(config, learner.total_adam_steps)
     totals = {}
     count = 0
     for mb in ppo_iter(index_batches, batch):

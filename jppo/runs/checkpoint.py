@@ -12,10 +12,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import pathlib
 import re
-import tempfile
 from typing import Any, NamedTuple
 
 import flax.serialization
@@ -25,7 +23,8 @@ import numpy as np
 from jppo.core.config import PPOConfig
 from jppo.core.networks import ActionSpec
 from jppo.core.normalizer import NormalizerState
-from jppo.runs.settings import UserError
+from jppo.errors import UserError
+from jppo.files import write_atomic
 
 FORMAT = "jppo-checkpoint-1"
 _NAME = re.compile(r"^checkpoint-(\d+)\.msgpack$")
@@ -33,21 +32,6 @@ _NAME = re.compile(r"^checkpoint-(\d+)\.msgpack$")
 
 def directory(run_dir: str | pathlib.Path) -> pathlib.Path:
     return pathlib.Path(run_dir) / "checkpoints"
-
-
-def write_atomic(path: pathlib.Path, data: bytes):
-    """Write ``data`` to ``path`` via a temporary file in the same folder and a rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        pathlib.Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def save(run_dir, steps: int, state: Any, meta: dict, keep: int = 5) -> pathlib.Path:
@@ -90,9 +74,13 @@ def read(path: pathlib.Path) -> tuple[dict, dict]:
                         "start again with --force.") from None
 
 
-def restore(path: pathlib.Path, template: Any) -> tuple[dict, Any]:
-    """``(meta, state)`` with ``state`` shaped like ``template``; a mismatch is a ``UserError``."""
+def restore(path: pathlib.Path, template: Any, check=None) -> tuple[dict, Any]:
+    """``(meta, state)`` with ``state`` shaped like ``template``; a mismatch is a ``UserError``.
+    ``check(meta)`` (raising ``UserError``) runs first, so a checkpoint of another kind of run
+    is refused by what differs rather than by an array's shape."""
     meta, raw = read(path)
+    if check is not None:
+        check(meta)
     try:
         state = flax.serialization.from_state_dict(template, raw)
         for a, b in zip(jax.tree_util.tree_leaves(template), jax.tree_util.tree_leaves(state)):

@@ -8,8 +8,10 @@ import shutil
 
 import yaml
 
+from jppo.errors import UserError
+from jppo.files import write_atomic
 from jppo.runs import checkpoint
-from jppo.runs.settings import RunSettings, UserError
+from jppo.runs.settings import RunSettings
 
 
 @dataclasses.dataclass(frozen=True)
@@ -54,8 +56,8 @@ def prepare(settings: RunSettings, resume: bool, force: bool) -> RunFolder:
 def write_configuration(folder: RunFolder, settings: RunSettings, extra: dict):
     """The resolved settings, as the run used them."""
     text = yaml.safe_dump({**settings.to_yaml_dict(), **extra}, sort_keys=False)
-    checkpoint.write_atomic(folder.path / "configuration.yaml", text.encode())
+    write_atomic(folder.path / "configuration.yaml", text.encode())
 
 
 def write_json(folder: RunFolder, name: str, payload: dict):
-    checkpoint.write_atomic(folder.path / name, (json.dumps(payload, indent=2) + "\n").encode())
+    write_atomic(folder.path / name, (json.dumps(payload, indent=2) + "\n").encode())

@@ -25,10 +25,10 @@ from typing import Any, Optional
 import yaml
 
 from jppo.core.config import ConfigError, PPOConfig, field_names
+from jppo.errors import UserError
 
-
-class UserError(Exception):
-    """A mistake the user can fix; the CLI prints the message alone and exits with code 2."""
+# The main job's config: the repository's configs/3DBall.yaml.
+DEFAULT_CONFIG = pathlib.Path(__file__).resolve().parents[2] / "configs" / "3DBall.yaml"
 
 
 # ML-Agents keys jppo reads, per section; values are PPOConfig fields or run fields.
@@ -69,7 +69,11 @@ class RunSettings:
     behavior: str
     ppo: PPOConfig
     env: Optional[str] = None
+    # JAX environments trained side by side (jppo.num_envs, else env_settings.num_envs), or
+    # the Gymnasium vector's width.
     num_envs: Optional[int] = None
+    # Unity instances (env_settings.num_envs alone: jppo.num_envs counts JAX copies).
+    num_workers: Optional[int] = None
     num_seeds: int = 1
     seed: int = 0
     summary_freq: int = 50_000
@@ -191,6 +195,8 @@ def parse(data: Any, source: str = "the configuration") -> RunSettings:
     for key in ("num_envs", "seed", "base_port"):
         if env_settings.get(key) is not None:
             run[key] = _typed(env_settings[key], "int", f"env_settings.{key}")
+    if "num_envs" in run:
+        run["num_workers"] = run["num_envs"]
     engine = _mapping(data.get("engine_settings"), ["engine_settings"])
     _check_keys(engine, ENGINE_SETTINGS, ["engine_settings"])
     if engine.get("time_scale") is not None:
@@ -249,9 +255,11 @@ def make_ppo_config(values: dict) -> PPOConfig:
 
 
 def validate_run(settings: RunSettings) -> RunSettings:
-    if settings.num_envs is not None and settings.num_envs < 1:
-        raise UserError(f"num_envs = {settings.num_envs} is not allowed; num_envs must be an "
-                        "integer >= 1.")
+    for name in ("num_envs", "num_workers"):
+        value = getattr(settings, name)
+        if value is not None and value < 1:
+            raise UserError(f"num_envs = {value} is not allowed; num_envs must be an integer "
+                            ">= 1.")
     if settings.num_seeds < 1:
         raise UserError(f"num_seeds = {settings.num_seeds} is not allowed; num_seeds must be an "
                         "integer >= 1.")

@@ -9,6 +9,9 @@ from __future__ import annotations
 import csv
 import math
 import pathlib
+from typing import Mapping, Sequence
+
+import numpy as np
 
 TAGS = {  # jppo metric -> ML-Agents tag (jppo's extras keep ML-Agents' naming style)
     "cumulative_reward": "Environment/Cumulative Reward",
@@ -28,6 +31,35 @@ TAGS = {  # jppo metric -> ML-Agents tag (jppo's extras keep ML-Agents' naming s
     "steps_per_second": "Performance/Steps per Second",
 }
 CSV_FIELDS = ["step", "seed", "wall_time_s"] + list(TAGS)
+# Update metrics a summary averages over its period's updates, and those it takes from the last.
+PERIOD_MEANS = ("policy_loss", "value_loss", "entropy", "approx_kl", "clip_fraction",
+                "value_estimate")
+PERIOD_LAST = ("learning_rate", "epsilon", "beta", "kl_coef")
+
+
+def summary_row(episodes, return_sum, return_sq_sum, length_sum,
+                updates: Mapping[str, Sequence], steps_per_second: float) -> dict:
+    """One seed's summary of one period, keyed like ``TAGS``: the episodes that ended in it
+    (their count and the sums of their returns, squared returns and lengths: sums add up over
+    environments and processes, and give the exact mean and std) and ``updates``, each metric's
+    values over the period's updates, oldest first (PERIOD_MEANS are averaged, PERIOD_LAST
+    taken from the last). NaN where the period had no episode or no update."""
+    if episodes:
+        mean = return_sum / episodes
+        std = math.sqrt(max(return_sq_sum / episodes - mean * mean, 0.0))
+        length = length_sum / episodes
+    else:
+        mean = std = length = math.nan
+    row = {"episodes": float(episodes), "cumulative_reward": float(mean),
+           "extrinsic_reward": float(mean), "reward_std": float(std),
+           "episode_length": float(length), "steps_per_second": float(steps_per_second)}
+    for name in PERIOD_MEANS:
+        values = updates.get(name, ())
+        row[name] = float(np.mean(np.asarray(values))) if len(values) else math.nan
+    for name in PERIOD_LAST:
+        values = updates.get(name, ())
+        row[name] = float(values[-1]) if len(values) else math.nan
+    return row
 
 
 def tensorboard_dirs(run_dir: pathlib.Path, behavior: str, num_seeds: int) -> list[pathlib.Path]:
@@ -44,6 +76,7 @@ class RunLog:
     """
 
     def __init__(self, run_dir: pathlib.Path, behavior: str, num_seeds: int, resume_step: int | None):
+        # Imported when a log opens: tensorboardX imports torch where it is installed (seconds).
         from tensorboardX import SummaryWriter
 
         self.csv_path = run_dir / "progress.csv"
@@ -68,7 +101,7 @@ class RunLog:
 
     def write(self, step: int, wall_time: float, per_seed: list[dict]):
         """``per_seed[i]`` maps metric names (keys of ``TAGS``) to floats; NaN means no data."""
-        from tensorboardX.proto.summary_pb2 import Summary
+        from tensorboardX.proto.summary_pb2 import Summary  # loaded by __init__ already
 
         for seed, (writer, values) in enumerate(zip(self._writers, per_seed)):
             # add_scalar would rewrite "Cumulative Reward" as "Cumulative_Reward"; ML-Agents'
@@ -98,7 +131,7 @@ def read_curve(csv_path: pathlib.Path, metric: str = "cumulative_reward") -> dic
 
 
 def plot_learning_curve(csv_path: pathlib.Path, out: pathlib.Path, title: str) -> pathlib.Path:
-    import matplotlib
+    import matplotlib  # the Agg backend must be chosen before pyplot is imported
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -124,11 +157,10 @@ def plot_sweep_comparison(groups: dict[str, list[pathlib.Path]], out: pathlib.Pa
                           title: str) -> pathlib.Path:
     """One line per hyperparameter setting: the mean over its seeds' ``progress.csv`` curves at
     each summary step, with a band of +- one standard deviation over the seeds."""
-    import matplotlib
+    import matplotlib  # the Agg backend must be chosen before pyplot is imported
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    import numpy as np
 
     fig, ax = plt.subplots(figsize=(7, 4), dpi=120)
     for label, paths in groups.items():

@@ -32,9 +32,12 @@ import pathlib
 
 import numpy as np
 import yaml
+from rich.table import Table
 
 from jppo.core.config import SWEEPABLE, ConfigError, PPOConfig, field_names
-from jppo.runs.settings import UserError, yaml11_float
+from jppo.errors import UserError
+from jppo.files import write_atomic
+from jppo.runs.settings import yaml11_float
 
 
 @dataclasses.dataclass(frozen=True)
@@ -136,7 +139,7 @@ def member_dir(run_dir: pathlib.Path, member: Member) -> pathlib.Path:
     return pathlib.Path(run_dir) / member.relative_dir()
 
 
-def write_member_files(run_dir: pathlib.Path, members: list[Member], write_atomic):
+def write_member_files(run_dir: pathlib.Path, members: list[Member]):
     for m in members:
         info = {"index": m.index, "seed": m.seed, "seed_index": m.seed_index, "values": m.values,
                 "checkpoints": "../" * (len(m.values) + 1) + "checkpoints"}
@@ -151,7 +154,7 @@ def _mean_std(values: list[float]) -> tuple[float, float]:
     return float(np.mean(finite)), float(np.std(finite))
 
 
-def summarize(sweep: Sweep, members: list[Member], rows: list[dict]) -> list[dict]:
+def setting_table(sweep: Sweep, members: list[Member], rows: list[dict]) -> list[dict]:
     """One row per setting: final and best reward, mean and std over its seeds.
     ``rows[i]`` is member i's row of the run summary (``final_reward``, ``best_reward``, ...)."""
     out = []
@@ -176,8 +179,6 @@ def write_summary_csv(path: pathlib.Path, sweep: Sweep, table: list[dict]):
 
 
 def print_summary(console, title: str, sweep: Sweep, table: list[dict]):
-    from rich.table import Table
-
     fmt = lambda v: "n/a" if v is None or math.isnan(v) else f"{v:.3f}"
     t = Table(title=title)
     for name in sweep.names:

@@ -18,7 +18,7 @@ DecisionRequester.cs):
    and restarts the academy clock, so the next message is a decision after one physics step.
 4. An answer with header status 400 (``close()``) or a QUIT command ends the process with code 0.
 
-Run ``python -m jppo.standin.server --port P [--agents 12] [--seed S] [--fault F]``; faults
+Run ``python -m jppo.standin --port P [--agents 12] [--seed S] [--fault F]``; faults
 for tests: ``silent-after=N``, ``die-after=N``, ``bad-shape``, ``nan-after=N``, ``two-behaviors``
 (N counts messages sent, the two initialization messages included).
 """
@@ -36,6 +36,7 @@ import threading
 from dataclasses import dataclass
 
 import grpc
+import jax
 import numpy as np
 from mlagents_envs.communicator_objects.brain_parameters_pb2 import ActionSpecProto, BrainParametersProto
 from mlagents_envs.communicator_objects.capabilities_pb2 import UnityRLCapabilitiesProto
@@ -89,8 +90,8 @@ class _End(Exception):
 
 # ---------------------------------------------------------------- wire encoding
 # The generated messages use protobuf's pure-Python implementation here (protobuf 3.20 has no
-# compiled module for Python 3.11): building and serializing a 12-agent message that way takes
-# about 3 ms, more than the physics. Decision messages are therefore written directly in the
+# compiled module for Python 3.11): building and serializing a 12-agent message that way costs
+# more than the physics. Decision messages are therefore written directly in the
 # protobuf wire format (tests check them against the generated classes); the rare messages
 # (initialization, brain parameters) and Python's answers go through the generated classes.
 
@@ -352,8 +353,8 @@ class StandIn:
 
 def launch(port: int, *, agents: int = 12, seed: int | None = None, fault: str | None = None,
            max_step: int | None = None, connect_timeout: float = 60.0, **popen) -> subprocess.Popen:
-    """Start ``python -m jppo.standin.server`` for ``port``; ``popen`` goes to Popen."""
-    command = [sys.executable, "-m", "jppo.standin.server", "--port", str(port),
+    """Start ``python -m jppo.standin`` for ``port``; ``popen`` goes to Popen."""
+    command = [sys.executable, "-m", "jppo.standin", "--port", str(port),
                "--agents", str(agents), "--connect-timeout", str(connect_timeout)]
     for flag, value in (("--seed", seed), ("--fault", fault), ("--max-step", max_step)):
         if value is not None:
@@ -367,8 +368,6 @@ def _use_compilation_cache() -> None:
     """Keep the compiled physics on disk between stand-in processes (a test suite starts several;
     compiling takes seconds, loading well under one). ``JPPO_STANDIN_JAX_CACHE`` names the folder,
     empty turns it off; a cache the user configured already wins."""
-    import jax
-
     folder = os.environ.get("JPPO_STANDIN_JAX_CACHE",
                             os.path.join(tempfile.gettempdir(), "jppo-standin-jax-cache"))
     if folder and not jax.config.jax_compilation_cache_dir:
@@ -377,7 +376,8 @@ def _use_compilation_cache() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m jppo.standin",
+                                     description=__doc__.splitlines()[0])
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--agents", type=int, default=12)
     parser.add_argument("--seed", type=int, default=None, help="default: the seed Python sends")

@@ -1,0 +1,102 @@
+"""What a host run connects to (a Unity build, the editor, a Gymnasium vector), how many
+workers it starts, and whether the scene's behavior is one jppo can train."""
+from __future__ import annotations
+
+import pathlib
+from typing import NamedTuple
+
+import jax
+
+from jppo.core.networks import ActionSpec
+from jppo.errors import UserError
+from jppo.host_loop import gym_env
+from jppo.host_loop.vec_env import EnvFault, VecEnv
+
+EDITOR = "editor"
+
+
+class Behavior(NamedTuple):
+    """The behavior a host run trains: its name as the scene sends it, what it observes, how
+    it acts."""
+
+    name: str
+    observation_size: int
+    action_spec: ActionSpec
+
+
+def is_host_env(env: str) -> bool:
+    """A Unity build, the Unity editor, or a Gymnasium id: driven from the host, not in JAX."""
+    return env == EDITOR or env.startswith(gym_env.PREFIX) or pathlib.Path(env).exists()
+
+
+def num_workers(settings, env: str) -> int:
+    """Workers a host run starts, from the run's ``RunSettings``: a Gymnasium vector of
+    ``num_envs`` sub-environments (one worker process-wide, that many agents); Unity instances:
+    ``num_workers`` (``--num-envs``, else the YAML's ``env_settings.num_envs``; never
+    ``jppo.num_envs``, which counts JAX copies), else 1."""
+    if env.startswith(gym_env.PREFIX):
+        return settings.num_envs or 1
+    return settings.num_workers or 1
+
+
+def check_shares(settings, env: str, workers: int) -> None:
+    """A host run trains one seed, and its workers divide evenly over the processes."""
+    if settings.num_seeds != 1:
+        raise UserError(f"num_seeds = {settings.num_seeds} is not supported with --env {env}; "
+                        "a Unity or Gymnasium environment trains one seed per run.")
+    processes = jax.process_count()
+    if workers % processes:
+        raise UserError(f"{workers} worker(s) cannot be shared evenly by {processes} processes; "
+                        f"give --num-envs (the workers of all processes together) a multiple of "
+                        f"{processes}.")
+
+
+def make_vec_env(settings, env: str, workers: int, log_folder: pathlib.Path | None,
+                 first_worker: int = 0) -> VecEnv:
+    """``workers`` environments numbered from ``first_worker`` (this process's share of a
+    multi-process run): their seeds, and for Unity their worker ids and ports, follow on from
+    the previous process's. ``settings`` is the run's ``RunSettings``; a Unity build writes its
+    Player-<worker>.log into ``log_folder``, as under mlagents-learn."""
+    if env.startswith(gym_env.PREFIX):
+        return gym_env.GymVecEnv(env[len(gym_env.PREFIX):], workers, settings.behavior,
+                                 seed=settings.seed + first_worker,
+                                 environment_parameters=settings.environment_parameters)
+    # Imported here: mlagents-envs is the optional unity extra.
+    from jppo.host_loop.unity_env import UnityVecEnv
+
+    if log_folder is not None:
+        log_folder.mkdir(parents=True, exist_ok=True)
+    return UnityVecEnv(None if env == EDITOR else str(pathlib.Path(env).resolve()), workers,
+                       settings.base_port, seed=settings.seed, no_graphics=settings.no_graphics,
+                       timeout_wait=settings.timeout_wait, time_scale=settings.time_scale,
+                       environment_parameters=settings.environment_parameters,
+                       log_folder=None if log_folder is None else str(log_folder),
+                       first_worker=first_worker)
+
+
+def pick_behavior(vec: VecEnv, behavior: str, env: str) -> Behavior:
+    """The one behavior the scene must have, named ``behavior`` (a Gymnasium vector's is named
+    after the config's)."""
+    names = sorted(vec.specs)
+    if len(names) != 1:
+        raise EnvFault("behaviors", f"the environment has {len(names)} behaviors ("
+                       f"{', '.join(names) or 'none'}); jppo trains one behavior at a time, so "
+                       "give the others a model or Heuristic Only in Behavior Parameters.")
+    spec = vec.specs[names[0]]
+    if not env.startswith(gym_env.PREFIX) and names[0].split("?")[0] != behavior:
+        raise EnvFault("behaviors", f"the scene's behavior is {names[0].split('?')[0]!r} but the "
+                       f"config trains {behavior!r}; name the behavior in the config's "
+                       "'behaviors' section as in Behavior Parameters.")
+    shapes = spec.observation_shapes
+    if len(shapes) != 1 or len(shapes[0]) != 1:
+        raise EnvFault("shape", f"behavior {names[0]!r} observes {list(shapes)}; jppo trains "
+                       "behaviors with one vector observation (one Vector Observation, no "
+                       "other sensors).")
+    action_spec = spec.action_spec()
+    if action_spec is None:
+        raise EnvFault("shape", f"behavior {names[0]!r} acts with {spec.describe_actions()} "
+                       "actions; jppo trains continuous actions or one discrete branch.")
+    return Behavior(names[0], int(shapes[0][0]), action_spec)
+
+
+__all__ = ["Behavior", "EDITOR", "check_shares", "is_host_env", "make_vec_env", "num_workers", "pick_behavior"]

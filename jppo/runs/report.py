@@ -1,0 +1,137 @@
+"""The end of a run that both loops share: the learning curve, the ONNX models, the table on
+the console and run_info.json (for a sweep: each member's curve and model, the table over
+settings, sweep_summary.csv and sweep_comparison.png)."""
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import jax
+
+from jppo.runs import checkpoint
+from jppo.runs.folder import RunFolder, write_json
+from jppo.runs.progress import ProgressDisplay, summary_table
+from jppo.runs.settings import RunSettings
+from jppo.runs.summaries import plot_learning_curve, plot_sweep_comparison
+from jppo.runs.sweep import (Sweep, member_dir, print_summary, setting_label, setting_table,
+                             write_summary_csv)
+
+
+@dataclasses.dataclass
+class Outcome:
+    """How a run went, as its loop hands it over at the end (or at a stop)."""
+
+    env: str
+    num_envs: int  # JAX environments, or Unity / Gymnasium workers
+    history: list  # per summary period: one summary row per seed (or sweep member)
+    steps: int  # the run's step count at the end
+    session_steps: int  # steps taken since this process started (or resumed) the run
+    compile_s: float
+    train_s: float
+    complete: bool  # max_steps reached
+    extra_info: dict = dataclasses.field(default_factory=dict)  # devices, processes, ...
+
+
+def seed_rows(history: list, count: int, step: int) -> list[dict]:
+    """One row per seed (or member): final and best mean reward, last episode length, speed."""
+    rows = []
+    for seed in range(count):
+        rewards = [h[seed]["cumulative_reward"] for h in history
+                   if not math.isnan(h[seed]["cumulative_reward"])]
+        last = history[-1][seed] if history else {}
+        rows.append({"seed": seed, "steps": step, "final_reward": rewards[-1] if rewards else math.nan,
+                     "best_reward": max(rewards) if rewards else math.nan,
+                     "episode_length": last.get("episode_length", math.nan),
+                     "steps_per_second": last.get("steps_per_second", 0.0)})
+    return rows
+
+
+def run_info(settings: RunSettings, outcome: Outcome) -> dict:
+    """What every run_info.json holds: the run, its length and timings, the JAX build."""
+    o = outcome
+    return {"env": o.env, "num_envs": o.num_envs, "num_seeds": settings.num_seeds, "steps": o.steps,
+            "complete": o.complete, "compile_s": round(o.compile_s, 3), "train_s": round(o.train_s, 3),
+            "steps_per_second": round(o.session_steps / o.train_s, 1) if o.train_s else None,
+            "jax": jax.__version__, "backend": jax.default_backend()}
+
+
+def finish(settings: RunSettings, folder: RunFolder, outcome: Outcome,
+           display: ProgressDisplay) -> dict:
+    """Curve, ONNX model, summary table and run_info.json at the end of a run (or a stop)."""
+    title = f"{settings.behavior} on {outcome.env}"
+    plot_learning_curve(folder.path / "progress.csv", folder.path / "learning_curve.png",
+                        f"{title} ({settings.run_id})")
+    rows = seed_rows(outcome.history, settings.num_seeds, outcome.steps)
+    models = (export_models(settings, folder, display)
+              if outcome.complete and settings.export_onnx else [])
+    summary_table(display.console, f"{title}: {'done' if outcome.complete else 'stopped'}", rows)
+    info = {**run_info(settings, outcome), "seeds": rows, "models": [str(m) for m in models],
+            **outcome.extra_info}
+    write_json(folder, "run_info.json", info)
+    return info
+
+
+def finish_sweep(settings: RunSettings, folder: RunFolder, outcome: Outcome,
+                 display: ProgressDisplay, sweep: Sweep, members: list) -> dict:
+    """A sweep's end: each member's curve and model in its folder, then the table over
+    settings (mean +- std over seeds), sweep_summary.csv, sweep_comparison.png, run_info.json."""
+    title = f"{settings.behavior} on {outcome.env}"
+    rows = seed_rows(outcome.history, len(members), outcome.steps)
+    models = []
+    for m, row in zip(members, rows):
+        d = member_dir(folder.path, m)
+        plot_learning_curve(d / "progress.csv", d / "learning_curve.png",
+                            f"{title} ({setting_label(m.values)}, seed {m.seed})")
+        row.update(member=m.index, seed=m.seed, folder=str(m.relative_dir()), **m.values)
+    if outcome.complete and settings.export_onnx:
+        models = export_models(settings, folder, display, members)
+    table = setting_table(sweep, members, rows)
+    write_summary_csv(folder.path / "sweep_summary.csv", sweep, table)
+    groups: dict = {}
+    for m in members:
+        groups.setdefault(setting_label(m.values), []).append(member_dir(folder.path, m) / "progress.csv")
+    plot_sweep_comparison(groups, folder.path / "sweep_comparison.png",
+                          f"{title}: sweep ({settings.run_id})")
+    print_summary(display.console, f"{title}: sweep {'done' if outcome.complete else 'stopped'} "
+                  f"at {outcome.steps:,} steps", sweep, table)
+    info = {**run_info(settings, outcome), "num_members": len(members), "sweep": sweep.to_meta(),
+            "steps_per_second_all_members": (
+                round(len(members) * outcome.session_steps / outcome.train_s, 1)
+                if outcome.train_s else None),
+            "summary": table, "members": rows, "models": [str(p) for p in models],
+            **outcome.extra_info}
+    write_json(folder, "run_info.json", info)
+    return info
+
+
+def export_models(settings: RunSettings, folder: RunFolder, display: ProgressDisplay,
+                  members: list | None = None) -> list:
+    """The ONNX policy of each seed (or sweep member, in its own folder), for Unity; skipped
+    with a note if onnx is not installed."""
+    try:
+        # Imported here: onnx is an optional extra, and a run without it still ends well.
+        from jppo.onnx.actor import export_onnx
+    except ImportError:
+        display.message("ONNX export skipped: install jppo[unity] (the onnx package) to get a model "
+                        "Unity can run; python -m jppo.export exports it later.")
+        return []
+    if members is None:
+        single = settings.num_seeds == 1
+        targets = [(seed, folder.path / (f"{settings.behavior}.onnx" if single else
+                                         f"{settings.behavior}-seed{seed}.onnx"), {})
+                   for seed in range(settings.num_seeds)]
+    else:
+        targets = [(m.index, member_dir(folder.path, m) / f"{settings.behavior}.onnx", m.values)
+                   for m in members]
+    paths = []
+    for index, path, values in targets:
+        policy = checkpoint.load_policy(folder.path, index)
+        paths.append(export_onnx(path, policy.params, policy.normalizer,
+                                 policy.config.replace(**values), policy.action_spec,
+                                 policy.observation_size))
+    display.message(f"exported {len(paths)} models, one in each member's folder" if members
+                    else f"exported {', '.join(str(p) for p in paths)}")
+    return paths
+
+
+__all__ = ["Outcome", "export_models", "finish", "finish_sweep", "run_info", "seed_rows"]
