@@ -163,8 +163,10 @@ def test_standin_dying_mid_run_stops_with_a_resumable_checkpoint(tmp_path, capsy
         assert match, message
         stopped = int(match.group(1))
         saved = checkpoint.list_checkpoints(run)
-        # Worker 0 goes on while worker 1 is silent, until worker 1's 3 s are up.
-        assert checkpoint.read(saved[-1])[0]["steps"] == stopped and 2400 < stopped < 6000
+        # Worker 0 goes on while worker 1 is silent, until worker 1's 3 s are up: more steps
+        # than worker 1's 100 messages (at most 1200 decisions) could hold. (A bound of 2400,
+        # both workers' share at the death, failed under a loaded CI machine: 2364.)
+        assert checkpoint.read(saved[-1])[0]["steps"] == stopped and 1200 < stopped < 6000
         assert len(saved) == 3  # periodic ones, the newest keep_checkpoints
         before = (run / "progress.csv").read_text().splitlines()
         # The environment restarts on resume, here with one worker.
