@@ -39,3 +39,40 @@ def episode_returns(env: Environment, env_params, policy: Policy, params, normal
         return total, length
 
     return jax.jit(jax.vmap(one))(jax.random.split(key, num_episodes))
+
+
+def episode_states(env: Environment, env_params, policy: Policy, params, normalizer,
+                   key: jax.Array, max_steps: int, deterministic: bool = True):
+    """One episode's environment states for pictures: ``(states, rewards, length)`` where
+    ``states`` stacks ``max_steps + 1`` states (the reset state, then one after each decision;
+    those past ``length`` repeat the last) and ``rewards`` is ``[max_steps]``. The final state
+    is the true one (no reset). The mean action by default, as a deployed policy acts."""
+    space = env.action_space(env_params)
+
+    def run(key):
+        reset_key, key = jax.random.split(key)
+        obs, state = env.reset(reset_key, env_params)
+
+        def step(carry, _):
+            obs, state, alive, length, key = carry
+            key, act_key, env_key = jax.random.split(key, 3)
+            if deterministic:
+                action = policy.mode(params, normalizer, obs[None])[0]
+            else:
+                action = policy.act(params, normalizer, obs[None], act_key)[0][0]
+            next_obs, next_state, reward, terminated, truncated, _ = env.step(
+                env_key, state, to_env_action(space, action), env_params)
+            keep = lambda new, old: jax.tree_util.tree_map(
+                lambda a, b: jnp.where(alive, a, b), new, old)
+            state = keep(next_state, state)
+            carry = (keep(next_obs, obs), state, alive & ~(terminated | truncated),
+                     length + alive.astype(jnp.int32), key)
+            return carry, (state, jnp.where(alive, reward, 0.0))
+
+        init = (obs, state, jnp.bool_(True), jnp.int32(0), key)
+        (_, _, _, length, _), (states, rewards) = jax.lax.scan(step, init, None, length=max_steps)
+        states = jax.tree_util.tree_map(lambda first, rest: jnp.concatenate([first[None], rest]),
+                                        state, states)
+        return states, rewards, length
+
+    return jax.jit(run)(key)
