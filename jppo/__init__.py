@@ -3,6 +3,7 @@
 The public names (a contract other parts and users depend on)::
 
     jppo.PPOConfig, jppo.ConfigError        frozen, validated hyperparameters
+    jppo.ConfigWarning                       accepted settings known to train badly (a2c + epochs)
     jppo.gae                                 advantages and returns (reverse lax.scan)
     jppo.ActorCritic, jppo.ActionSpec        the Flax actor-critic
     jppo.normalizer                          running observation normalizer (init/update/apply)
@@ -28,7 +29,7 @@ from jppo import envs
 from jppo.api.evaluation import evaluate_run
 from jppo.api.fit import fit
 from jppo.core import normalizer
-from jppo.core.config import ConfigError, PPOConfig
+from jppo.core.config import ConfigError, ConfigWarning, PPOConfig
 from jppo.core.gae import gae
 from jppo.core.losses import LossMetrics, adapt_kl_coef, ppo_loss
 from jppo.core.networks import ActionSpec, ActorCritic
@@ -42,7 +43,7 @@ from jppo.jax_loop.trainer import LoopState, Trainer
 from jppo.version import __version__ as __version__  # noqa: F401 (the package version)
 
 __all__ = [
-    "ActionSpec", "ActorCritic", "Batch", "ConfigError", "LoopState", "LossMetrics", "PPOConfig",
+    "ActionSpec", "ActorCritic", "Batch", "ConfigError", "ConfigWarning", "LoopState", "LossMetrics", "PPOConfig",
     "Policy", "Rollout", "Schedules", "TrainState", "Trainer", "adapt_kl_coef", "envs",
     "evaluate_run", "fit", "gae", "init_train_state", "make_optimizer", "make_policy",
     "make_schedules", "make_train", "make_train_on_batch", "make_update", "minibatch_indices",

@@ -6,7 +6,9 @@ time limit can bootstrap from V(final observation). gymnax's ``step`` resets whe
 ends, and its two generations say so differently:
 
 - gymnax 1.x: ``(obs, state, reward, terminated, truncated, info)``, ``obs`` already the next
-  episode's first where it ended, the true one in ``info["final_observation"]``: used.
+  episode's first where it ended, the true one in ``info["final_observation"]``: used. Where the
+  env has 1.x's ``step_env`` and ``is_truncated``, the adapter calls them instead (``step`` is
+  exactly those plus the reset), which keeps the true final state too.
 - gymnax 0.0.x: ``(obs, state, reward, done, info)``, ``done`` covering the time limit too. The
   adapter calls the env's ``step_env`` (the same transition without the reset) when it has one,
   so the final observation is kept. Truncation is ``info["truncated"]`` (or ``"truncation"``)
@@ -112,7 +114,16 @@ class GymnaxEnv(Environment):
 
     def step(self, key: jax.Array, state: Any, action: jax.Array, params: Any = None):
         params = self._p(params)
-        out = self.env.step(key, state, action, params)
+        if callable(getattr(self.env, "step_env", None)) and callable(
+                getattr(self.env, "is_truncated", None)):
+            # gymnax 1.x's own step is exactly this plus the reset: skipping the reset keeps the
+            # true final state (for pictures) and saves a reset per step.
+            obs, next_state, reward, terminated, info = self.env.step_env(key, state, action,
+                                                                          params)
+            out = (obs, next_state, reward, terminated,
+                   self.env.is_truncated(next_state, params), info)
+        else:
+            out = self.env.step(key, state, action, params)
         if len(out) == 6:
             obs, next_state, reward, terminated, truncated, info = out
             info = dict(info) if isinstance(info, dict) else {}
