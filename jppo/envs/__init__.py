@@ -82,8 +82,8 @@ def make(name: str, **params) -> Environment:
     if sep and module and attr and all(p.isidentifier() for p in module.split(".") + attr.split(".")):
         return _with_params(adapt(_call(_resolve(module, attr, name))), params)
     raise UnknownEnvironmentError(
-        f"unknown environment {name!r}; known environments are: {', '.join(_REGISTRY)}, "
-        "gymnax:<id>, or package.module:factory")
+        f"unknown environment {name!r}; known environments are: {', '.join(_REGISTRY)} (and "
+        "gymnax:<id>, package.module:factory)")
 
 
 def adapt(env: Any, params: Any = None) -> Environment:
