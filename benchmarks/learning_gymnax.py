@@ -14,19 +14,28 @@ from gymnax-blines' agents).
 """
 from __future__ import annotations
 
-import argparse
-import importlib.metadata
-import pathlib
-import time
+import os
 
-import jax
-import numpy as np
+# XLA:CPU (jax 0.10.2) deadlocks on this program for Acrobot-v1 with 5 seeds (every thread
+# waiting, no CPU used) unless its concurrency-optimized scheduler is off; 2 seeds, or the state
+# initialised outside the program (as python -m jppo.train does), run either way. Set before JAX
+# starts.
+os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "")
+                           + " --xla_cpu_enable_concurrency_optimized_scheduler=false").strip()
 
-import jppo
-from jppo.jax_loop.evaluate import episode_returns
-from jppo.jax_loop.make_train import make_trainer
-from jppo.runs.settings import load
-from machine import RESULTS, write
+import argparse  # noqa: E402
+import importlib.metadata  # noqa: E402
+import pathlib  # noqa: E402
+import time  # noqa: E402
+
+import jax  # noqa: E402
+import numpy as np  # noqa: E402
+
+import jppo  # noqa: E402
+from jppo.jax_loop.evaluate import episode_returns  # noqa: E402
+from jppo.jax_loop.make_train import make_trainer  # noqa: E402
+from jppo.runs.settings import load  # noqa: E402
+from machine import RESULTS, write  # noqa: E402
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 # env -> (config, published PPO return, where it is published, longest episode)
