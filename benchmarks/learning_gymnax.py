@@ -35,6 +35,7 @@ import jppo  # noqa: E402
 from jppo.jax_loop.evaluate import episode_returns  # noqa: E402
 from jppo.jax_loop.make_train import make_trainer  # noqa: E402
 from jppo.runs.settings import load  # noqa: E402
+from learning_results import plot  # noqa: E402
 from machine import RESULTS, write  # noqa: E402
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
@@ -100,28 +101,11 @@ def run(env_id: str, seeds: int, seed: int) -> dict:
     }
 
 
-def plot(result: dict, path: pathlib.Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 4), dpi=120)
-    for s, row in zip(result["seeds"], result["curve_mean_return"]):
-        ax.plot(result["curve_steps"], [np.nan if v is None else v for v in row], lw=1,
-                alpha=0.8, label=f"seed {s}")
-    ax.axhline(result["published_ppo_return"], color="k", ls="--", lw=1,
-               label=f"gymnax-blines PPO {result['published_ppo_return']:g}")
-    ax.set_xlabel("steps")
-    ax.set_ylabel("mean episode return")
-    ax.set_title(f"jppo on {result['env']} ({result['config']}): final "
-                 f"{result['final_score_mean']:g} stochastic, "
-                 f"{result['final_score_deterministic_mean']:g} deterministic", fontsize=8)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=6, ncol=2)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+def plot_result(result: dict, path: pathlib.Path) -> None:
+    plot(result, path, result["published_ppo_return"],
+         f"gymnax-blines PPO {result['published_ppo_return']:g}",
+         f"jppo on {result['env']} ({result['config']}): final {result['final_score_mean']:g} "
+         f"stochastic, {result['final_score_deterministic_mean']:g} deterministic")
 
 
 def main():
@@ -135,7 +119,7 @@ def main():
             continue
         result = run(env_id, args.seeds, args.seed)
         slug = env_id.split("-")[0].lower()
-        plot(result, RESULTS / f"learning_gymnax_{slug}.png")
+        plot_result(result, RESULTS / f"learning_gymnax_{slug}.png")
         path = write(f"learning_gymnax_{slug}", {
             "benchmark": "learning on a gymnax environment through jppo.make_train",
             "result": result})
