@@ -1,9 +1,16 @@
-"""PPOConfig validation: every bad value names the field, the value and what is allowed."""
+"""PPOConfig validation: every bad value names the field, the value and what is allowed; the
+A2C warning."""
+import warnings
+
 import jax
 import jax.numpy as jnp
 import pytest
+import yaml
 
 from jppo import ConfigError, PPOConfig
+from jppo.core.config import ConfigWarning, a2c_advice
+from jppo.train import main
+from tiny_config import tiny_cartpole
 
 
 @pytest.mark.parametrize("changes, message", [
@@ -74,10 +81,6 @@ def test_float_hyperparameters_are_pytree_leaves_for_sweeps():
 
 
 def test_a2c_with_ppo_style_settings_warns_in_one_sentence():
-    import warnings
-
-    from jppo.core.config import ConfigWarning, a2c_advice
-
     with pytest.warns(ConfigWarning) as caught:
         PPOConfig(loss="a2c", num_epoch=3, batch_size=64, buffer_size=256)
     message = str(caught[0].message)
@@ -95,11 +98,6 @@ def test_a2c_with_ppo_style_settings_warns_in_one_sentence():
 
 
 def test_the_cli_prints_the_a2c_warning_once_and_trains(tmp_path, capsys):
-    import yaml
-
-    from jppo.train import main
-    from tiny_config import tiny_cartpole
-
     (tmp_path / "a2c.yaml").write_text(yaml.safe_dump(tiny_cartpole(256)))
     assert main([str(tmp_path / "a2c.yaml"), "--set", "loss=a2c", "--results-dir",
                  str(tmp_path), "--quiet", "--no-export"]) == 0

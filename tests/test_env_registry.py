@@ -1,9 +1,20 @@
-"""jppo.envs.make: names to environments."""
+"""jppo.envs.make: names to environments; register and package.module:factory, in Python and
+through python -m jppo.train (summaries, checkpoints, ONNX)."""
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
 import pytest
+import yaml
 
 import jppo.envs
 from jppo.envs.cartpole import CartPole
 from jppo.envs.pendulum import Pendulum
+from jppo.runs import checkpoint
+from tiny_config import tiny_cartpole
 
 
 @pytest.mark.parametrize("name, cls", [("CartPole-v1", CartPole), ("Pendulum-v1", Pendulum)])
@@ -33,16 +44,6 @@ def test_unknown_name_lists_the_known_ones():
 
 
 # --------------------------------------------------------------------------- register, module:factory
-
-import json  # noqa: E402
-import os  # noqa: E402
-import subprocess  # noqa: E402
-import sys  # noqa: E402
-import textwrap  # noqa: E402
-
-import yaml  # noqa: E402
-
-from tiny_config import tiny_cartpole  # noqa: E402
 
 # A user's package: a gymnax-like environment that does not subclass jppo's base, with a factory.
 USER_MODULE = textwrap.dedent('''
@@ -169,8 +170,6 @@ def test_cli_trains_a_module_factory_environment_with_summaries_checkpoints_and_
 
 
 def checkpoint_meta(run):
-    from jppo.runs import checkpoint
-
     return checkpoint.read(checkpoint.latest(run))
 
 
@@ -187,7 +186,7 @@ def test_cli_trains_a_registered_environment(user_package):
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(__import__("importlib").util.find_spec("gymnax") is None,
+@pytest.mark.skipif(importlib.util.find_spec("gymnax") is None,
                     reason="gymnax is not installed")
 def test_cli_trains_a_gymnax_environment(tmp_path):
     code, _, err = cli(tmp_path, tiny(tmp_path), "--env", "gymnax:Acrobot-v1", "--run-id", "acro",

@@ -3,12 +3,12 @@ checkpoint choice, the animation (frame count, size, frames that change), and th
 the other built-in scenes; python -m jppo.export --seed / --checkpoint."""
 from __future__ import annotations
 
+import jax
 import numpy as np
 import pytest
 import yaml
 from PIL import Image
 
-import jax
 import jppo
 from jppo import render
 from jppo.envs import make

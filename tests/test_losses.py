@@ -6,8 +6,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+import jppo
 from jppo import adapt_kl_coef, ppo_loss
-from jppo.core.losses import sample_terms
+from jppo.core.losses import KL_COEF_MAX, KL_COEF_MIN, sample_terms
+from jppo.envs import make
 
 
 def single(ratio, advantage, **kw):
@@ -132,8 +134,6 @@ def test_vmapped_loss_equals_an_explicit_loop_over_agents():
 def test_adaptive_kl_coefficient_stays_between_its_floor_and_ceiling():
     """Halving for 100 updates of tiny KL (CartPole went to 6e-30 this way) stops at the floor,
     doubling stops at the ceiling, and from either end 10 updates bring it back to 1."""
-    from jppo.core.losses import KL_COEF_MAX, KL_COEF_MIN
-
     assert (KL_COEF_MIN, KL_COEF_MAX) == (1e-3, 1e3)
     coef = jnp.float32(1.0)
     for _ in range(100):
@@ -151,12 +151,6 @@ def test_adaptive_kl_coefficient_stays_between_its_floor_and_ceiling():
 def test_kl_penalty_training_keeps_its_coefficient_at_the_floor_not_below():
     """A kl_penalty CartPole run whose KL stays far under target: the coefficient rests on the
     floor instead of vanishing."""
-    import jax
-
-    import jppo
-    from jppo.core.losses import KL_COEF_MIN
-    from jppo.envs import make
-
     config = jppo.PPOConfig(loss="kl_penalty", kl_target=10.0, batch_size=64, buffer_size=128,
                             max_steps=128 * 20, hidden_units=16, num_layers=1)
     _, metrics = jax.jit(jppo.make_train(config, make("CartPole-v1"), num_envs=4))(
