@@ -97,11 +97,15 @@ def test_a2c_with_ppo_style_settings_warns_in_one_sentence():
     assert a2c_advice(PPOConfig(loss="a2c", num_epoch=1, batch_size=80, buffer_size=80)) is None
 
 
-def test_the_cli_prints_the_a2c_warning_once_and_trains(tmp_path, capsys):
-    (tmp_path / "a2c.yaml").write_text(yaml.safe_dump(tiny_cartpole(256)))
+def test_the_cli_prints_the_a2c_warning_once(tmp_path, capsys):
+    """Printed as one line before anything else happens (here the run then stops on an unknown
+    environment, so no training is needed to see it)."""
+    data = tiny_cartpole(256)
+    data["jppo"]["env"] = "NoSuchEnv"
+    (tmp_path / "a2c.yaml").write_text(yaml.safe_dump(data))
     assert main([str(tmp_path / "a2c.yaml"), "--set", "loss=a2c", "--results-dir",
-                 str(tmp_path), "--quiet", "--no-export"]) == 0
-    err = capsys.readouterr().err
-    assert err.startswith("jppo: warning: loss a2c with num_epoch = 2 and batch_size = 32 of "
-                          "buffer_size = 128 takes 8 gradient steps per rollout")
-    assert err.count("jppo: warning:") == 1 and err.count("\n") == 1
+                 str(tmp_path), "--quiet", "--no-export"]) == 2
+    lines = capsys.readouterr().err.splitlines()
+    assert lines[0].startswith("jppo: warning: loss a2c with num_epoch = 2 and batch_size = 32 of "
+                               "buffer_size = 128 takes 8 gradient steps per rollout")
+    assert len(lines) == 2 and lines[1].startswith("jppo: error: unknown environment 'NoSuchEnv'")

@@ -3,8 +3,6 @@ vmappable ``train(key)``) and ``jppo.fit`` (the CLI's run folder, checkpoints an
 an environment written here that does not subclass jppo's base and has a known best return."""
 from __future__ import annotations
 
-import json
-
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -89,11 +87,10 @@ def test_sweepable_hyperparameters_vmap_and_each_member_equals_its_own_run():
     swept, metrics = jax.jit(jax.vmap(train, in_axes=(None, 0)))(key, {"learning_rate": rates})
     lr = np.asarray(metrics["learning_rate"][:, 0])
     assert lr[1] / lr[0] == pytest.approx(30.0, rel=1e-5)  # same decay, each member its own rate
-    for i, rate in enumerate([1e-4, 3e-3]):
-        alone, _ = jax.jit(train)(key, {"learning_rate": rate})
-        for x, y in zip(jax.tree_util.tree_leaves(alone.train.params),
-                        jax.tree_util.tree_leaves(swept.train.params)):
-            np.testing.assert_allclose(x, y[i], rtol=1e-4, atol=1e-6)
+    alone, _ = jax.jit(train)(key, {"learning_rate": 3e-3})
+    for x, y in zip(jax.tree_util.tree_leaves(alone.train.params),
+                    jax.tree_util.tree_leaves(swept.train.params)):
+        np.testing.assert_allclose(x, y[1], rtol=1e-4, atol=1e-6)
 
 
 def test_make_train_refuses_what_it_cannot_do():
@@ -108,22 +105,24 @@ def test_make_train_refuses_what_it_cannot_do():
         jppo.make_train(CONFIG, object(), num_envs=1)
 
 
-def test_fit_writes_the_cli_run_folder_and_resumes_exactly(tmp_path):
+@pytest.mark.slow
+def test_fit_writes_the_cli_run_folder_and_resumes(tmp_path):
+    """Stopped and resumed through fit (the CLI's driver, whose exact resume the CLI tests
+    prove); a resume under another environment name is refused."""
     config = CONFIG.replace(max_steps=2048)
     common = dict(results_dir=tmp_path, num_envs=8, quiet=True, summary_freq=512,
-                  checkpoint_interval=512, export_onnx=False)
-    whole = jppo.fit(Corridor(), config, run_id="whole", **common)
-    jppo.fit(Corridor(), config, run_id="split", stop_after_steps=1024, **common)
+                  checkpoint_interval=512)
+    first = jppo.fit(Corridor(), config, run_id="split", stop_after_steps=1024, **common)
+    assert first["steps"] == 1024 and not first["complete"]
     resumed = jppo.fit(Corridor(), config, run_id="split", resume=True, **common)
-    assert whole["steps"] == resumed["steps"] == 2048 and whole["env"] == "Corridor"
-    for name in ("progress.csv", "configuration.yaml", "learning_curve.png", "run_info.json"):
-        assert (tmp_path / "whole" / name).is_file()
-    a = json.loads((tmp_path / "whole" / "run_info.json").read_text())["seeds"][0]
-    b = json.loads((tmp_path / "split" / "run_info.json").read_text())["seeds"][0]
-    assert a["final_reward"] == b["final_reward"]
-    saved = [load_policy(tmp_path / r) for r in ("whole", "split")]
-    for x, y in zip(jax.tree_util.tree_leaves(saved[0].params), jax.tree_util.tree_leaves(saved[1].params)):
-        np.testing.assert_array_equal(x, y)
+    assert resumed["steps"] == 2048 and resumed["complete"] and resumed["env"] == "Corridor"
+    run = tmp_path / "split"
+    for name in ("progress.csv", "configuration.yaml", "learning_curve.png", "run_info.json",
+                 "Corridor.onnx"):
+        assert (run / name).is_file(), name
+    steps = [int(line.split(",")[0]) for line in (run / "progress.csv").read_text().splitlines()[1:]]
+    assert steps == [512, 1024, 1536, 2048]
+    assert load_policy(run).steps == 2048
     with pytest.raises(UserError, match="env = 'Corridor', this command asks for 'Maze'"):
         jppo.fit(Corridor(), config, run_id="split", resume=True, name="Maze", **common)
     with pytest.raises(UserError, match="unknown setting 'summary_frequency'"):
