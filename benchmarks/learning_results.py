@@ -94,7 +94,10 @@ def run(env_name: str, seeds: int, seed: int):
     }
 
 
-def plot(result: dict, path: pathlib.Path):
+def plot(result: dict, path: pathlib.Path, line: float | None = None, line_label: str = "",
+         title: str = ""):
+    """Every seed's curve, a horizontal line (default: the goal) and a title (default: seeds
+    meeting the goal)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -104,11 +107,13 @@ def plot(result: dict, path: pathlib.Path):
     steps = result["curve_steps"]
     for seed, row in zip(result["seeds"], result["curve_mean_return"]):
         ax.plot(steps, [np.nan if v is None else v for v in row], lw=1, alpha=0.8, label=f"seed {seed}")
-    ax.axhline(result["goal"], color="k", ls="--", lw=1, label=f"goal {result['goal']:g}")
+    line = result["goal"] if line is None else line
+    ax.axhline(line, color="k", ls="--", lw=1, label=line_label or f"goal {line:g}")
     ax.set_xlabel("steps (agent decisions)")
     ax.set_ylabel("mean episode return")
-    ax.set_title(f"jppo on {result['env']} ({result['config']}): "
-                 f"{result['seeds_meeting_goal']}/{len(result['seeds'])} seeds meet the goal")
+    ax.set_title(title or f"jppo on {result['env']} ({result['config']}): "
+                 f"{result['seeds_meeting_goal']}/{len(result['seeds'])} seeds meet the goal",
+                 fontsize=8 if title else None)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=6, ncol=2)
     fig.tight_layout()

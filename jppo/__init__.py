@@ -3,6 +3,7 @@
 The public names (a contract other parts and users depend on)::
 
     jppo.PPOConfig, jppo.ConfigError        frozen, validated hyperparameters
+    jppo.ConfigWarning                       accepted settings known to train badly (a2c + epochs)
     jppo.gae                                 advantages and returns (reverse lax.scan)
     jppo.ActorCritic, jppo.ActionSpec        the Flax actor-critic
     jppo.normalizer                          running observation normalizer (init/update/apply)
@@ -11,6 +12,11 @@ The public names (a contract other parts and users depend on)::
     jppo.init_train_state, jppo.make_update  the train state and the jitted update
     jppo.Rollout, jppo.TrainState            the data that crosses into the update
     jppo.make_policy                         act / evaluate / value / mode functions
+    jppo.make_train                          a whole run on any JAX env as one jittable train(key)
+    jppo.Trainer, jppo.LoopState             the chunked loop under make_train and the CLI
+    jppo.fit                                 a run on an env object with the CLI's folder and resume
+    jppo.evaluate_run                        a run's policy played for episodes, with an animation
+    jppo.envs                                environments: make, register, adapt (gymnax, Brax)
 
 The package is laid out in layers, each a folder whose ``__init__`` says what it holds and what
 it may import (``tests/test_layers.py`` keeps the rules): ``core`` (the pure PPO functions),
@@ -19,8 +25,11 @@ core), ``runs`` (the run folder both loops share), ``onnx`` (export for Unity), 
 Unity player for tests), ``reference`` (PyTorch), ``distributed``, ``errors``, ``files``, and
 the two CLIs ``train`` and ``export``.
 """
+from jppo import envs
+from jppo.api.evaluation import evaluate_run
+from jppo.api.fit import fit
 from jppo.core import normalizer
-from jppo.core.config import ConfigError, PPOConfig
+from jppo.core.config import ConfigError, ConfigWarning, PPOConfig
 from jppo.core.gae import gae
 from jppo.core.losses import LossMetrics, adapt_kl_coef, ppo_loss
 from jppo.core.networks import ActionSpec, ActorCritic
@@ -28,13 +37,15 @@ from jppo.core.optim import Schedules, make_optimizer, make_schedules
 from jppo.core.policy import Policy, make_policy
 from jppo.core.update import (Batch, Rollout, TrainState, init_train_state, make_train_on_batch,
                          make_update, minibatch_indices, normalized_batch, prepare_batch)
+from jppo.jax_loop.make_train import make_train
+from jppo.jax_loop.trainer import LoopState, Trainer
 
 from jppo.version import __version__ as __version__  # noqa: F401 (the package version)
 
 __all__ = [
-    "ActionSpec", "ActorCritic", "Batch", "ConfigError", "LossMetrics", "PPOConfig", "Policy",
-    "Rollout", "Schedules", "TrainState", "adapt_kl_coef", "gae", "init_train_state",
-    "make_optimizer", "make_policy", "make_schedules", "make_train_on_batch", "make_update",
-    "minibatch_indices",
+    "ActionSpec", "ActorCritic", "Batch", "ConfigError", "ConfigWarning", "LoopState", "LossMetrics", "PPOConfig",
+    "Policy", "Rollout", "Schedules", "TrainState", "Trainer", "adapt_kl_coef", "envs",
+    "evaluate_run", "fit", "gae", "init_train_state", "make_optimizer", "make_policy",
+    "make_schedules", "make_train", "make_train_on_batch", "make_update", "minibatch_indices",
     "normalized_batch", "normalizer", "ppo_loss", "prepare_batch",
 ]

@@ -1,5 +1,7 @@
-"""``python -m jppo.export RUN_DIR [--output PATH] [--check]``: a run's trained policy as the
-ONNX model Unity's ML-Agents runs (the graph itself: ``jppo.onnx.actor``).
+"""``python -m jppo.export RUN_DIR [--seed I] [--checkpoint STEP] [--output PATH] [--check]``: a
+run's trained policy (seed I of a multi-seed run or sweep, the checkpoint saved at STEP steps;
+default seed 0, the newest) as the ONNX model Unity's ML-Agents runs (the graph itself:
+``jppo.onnx.actor``).
 
 ``export_onnx``, ``build_model`` and ``run_model`` are re-exported here for code that used them
 from this module. A mistake prints one sentence and exits with code 2.
@@ -23,14 +25,21 @@ def _parse_args(argv):
     parser.add_argument("run_dir", metavar="RUN_DIR", help="the run folder (results/<run-id>)")
     parser.add_argument("--output", metavar="PATH",
                         help="where to write the model (default RUN_DIR/<behavior>.onnx)")
+    parser.add_argument("--seed", type=int, default=0, metavar="I",
+                        help="which of the run's seeds (or sweep members) to export, from 0 "
+                             "(default 0)")
+    parser.add_argument("--checkpoint", type=int, metavar="STEP",
+                        help="the checkpoint saved at STEP steps (default: the newest)")
     parser.add_argument("--check", action="store_true",
                         help="run the written model once with onnxruntime and print output shapes")
     return parser.parse_args(argv)
 
 
 def _export_run(args) -> Path:
-    policy = load_policy(args.run_dir)
-    path = Path(args.output) if args.output else Path(args.run_dir) / f"{policy.behavior}.onnx"
+    policy = load_policy(args.run_dir, args.seed, args.checkpoint)
+    default = policy.behavior + ("" if args.seed == 0 else f"-seed{args.seed}") + (
+        "" if args.checkpoint is None else f"-{args.checkpoint}")
+    path = Path(args.output) if args.output else Path(args.run_dir) / f"{default}.onnx"
     try:
         return export_onnx(path, policy.params, policy.normalizer, policy.config,
                            policy.action_spec, policy.observation_size)

@@ -15,8 +15,10 @@ import argparse
 import dataclasses
 import pathlib
 import sys
+import warnings
 
 from jppo import distributed, envs
+from jppo.core.config import ConfigWarning
 from jppo.errors import RunFault, UserError
 from jppo.host_loop.connect import is_host_env
 from jppo.runs import sweep as sweeps
@@ -32,7 +34,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("config", nargs="?", default=None,
                    help="trainer config YAML (default: configs/3DBall.yaml)")
     p.add_argument("--env", help="a JAX environment (3DBall, 3DBallHard, CartPole-v1, "
-                   "Pendulum-v1), a Unity build path, 'editor', or gymnasium:<id>")
+                   "Pendulum-v1, one registered with jppo.envs.register, gymnax:<id>, or "
+                   "package.module:factory), a Unity build path, 'editor', or gymnasium:<id>")
     p.add_argument("--run-id", help="name of the run folder under --results-dir (default: ppo)")
     p.add_argument("--results-dir", help="where run folders go (default: results)")
     p.add_argument("--resume", action="store_true", help="continue the run from its last checkpoint")
@@ -133,6 +136,21 @@ def run(args) -> int:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    with warnings.catch_warnings():
+        warnings.simplefilter("once", ConfigWarning)
+        shown = warnings.showwarning
+
+        def show(message, category, *rest, **kwargs):
+            if issubclass(category, ConfigWarning):  # one sentence, like an error
+                print(f"jppo: warning: {message}", file=sys.stderr)
+            else:
+                shown(message, category, *rest, **kwargs)
+
+        warnings.showwarning = show
+        return _main(args)
+
+
+def _main(args) -> int:
     try:
         return run(args)
     except UserError as err:

@@ -1,9 +1,16 @@
-"""PPOConfig validation: every bad value names the field, the value and what is allowed."""
+"""PPOConfig validation: every bad value names the field, the value and what is allowed; the
+A2C warning."""
+import warnings
+
 import jax
 import jax.numpy as jnp
 import pytest
+import yaml
 
 from jppo import ConfigError, PPOConfig
+from jppo.core.config import ConfigWarning, a2c_advice
+from jppo.train import main
+from tiny_config import tiny_cartpole
 
 
 @pytest.mark.parametrize("changes, message", [
@@ -71,3 +78,34 @@ def test_float_hyperparameters_are_pytree_leaves_for_sweeps():
     assert out.shape == (2,)
     assert float(out[1]) == pytest.approx(4 * 3e-4 * 0.99)
     assert swept.batch_size == 1024  # static fields stay Python values
+
+
+def test_a2c_with_ppo_style_settings_warns_in_one_sentence():
+    with pytest.warns(ConfigWarning) as caught:
+        PPOConfig(loss="a2c", num_epoch=3, batch_size=64, buffer_size=256)
+    message = str(caught[0].message)
+    assert message == ("loss a2c with num_epoch = 3 and batch_size = 64 of buffer_size = 256 "
+                       "takes 12 gradient steps per rollout, which A2C's on-policy gradient "
+                       "does not survive; A2C settings are num_epoch: 1 and batch_size equal to "
+                       "buffer_size (one step per rollout), with a short rollout (about 5 to 20 "
+                       "steps per environment).")
+    assert message.count(".") == 1  # one sentence (its only full stop ends it)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        PPOConfig(loss="a2c", num_epoch=1, batch_size=64, buffer_size=64)  # A2C's own settings
+        PPOConfig(loss="clip", num_epoch=3, batch_size=64, buffer_size=256)
+    assert a2c_advice(PPOConfig(loss="a2c", num_epoch=1, batch_size=80, buffer_size=80)) is None
+
+
+def test_the_cli_prints_the_a2c_warning_once(tmp_path, capsys):
+    """Printed as one line before anything else happens (here the run then stops on an unknown
+    environment, so no training is needed to see it)."""
+    data = tiny_cartpole(256)
+    data["jppo"]["env"] = "NoSuchEnv"
+    (tmp_path / "a2c.yaml").write_text(yaml.safe_dump(data))
+    assert main([str(tmp_path / "a2c.yaml"), "--set", "loss=a2c", "--results-dir",
+                 str(tmp_path), "--quiet", "--no-export"]) == 2
+    lines = capsys.readouterr().err.splitlines()
+    assert lines[0].startswith("jppo: warning: loss a2c with num_epoch = 2 and batch_size = 32 of "
+                               "buffer_size = 128 takes 8 gradient steps per rollout")
+    assert len(lines) == 2 and lines[1].startswith("jppo: error: unknown environment 'NoSuchEnv'")

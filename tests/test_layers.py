@@ -22,14 +22,18 @@ RULES = {
     "runs": {"core", "distributed", "onnx"} | BASE,
     "jax_loop": {"core", "envs", "distributed"} | BASE,
     "host_loop": {"core", "distributed"} | BASE,
+    "render": set(),
+    # The CLIs' Python face (fit, evaluate_run): composes the layers below, never a CLI.
+    "api": {"core", "envs", "distributed", "jax_loop", "runs", "render"} | BASE,
     # The CLIs may import anything below them; nothing imports them.
     "train": {"core", "envs", "distributed", "onnx", "runs", "jax_loop", "host_loop"} | BASE,
     "export": {"core", "onnx", "runs"} | BASE,
-    "__init__": {"core", "version"},
+    "evaluate": {"api"} | BASE,
+    "__init__": {"core", "envs", "jax_loop", "api", "version"},
 }
 # Within a loop, only its driver reaches the run IO.
 DRIVER_ONLY = {("jax_loop", "runs"): "driver", ("host_loop", "runs"): "driver"}
-CLIS = {"train", "export"}
+CLIS = {"train", "export", "evaluate"}
 
 
 def module_name(path: pathlib.Path) -> str:

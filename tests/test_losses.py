@@ -6,8 +6,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+import jppo
 from jppo import adapt_kl_coef, ppo_loss
-from jppo.core.losses import sample_terms
+from jppo.core.losses import KL_COEF_MAX, KL_COEF_MIN, sample_terms
+from jppo.envs import make
 
 
 def single(ratio, advantage, **kw):
@@ -127,3 +129,32 @@ def test_vmapped_loss_equals_an_explicit_loop_over_agents():
         assert float(m.policy_loss) == pytest.approx(policy, rel=1e-5, abs=1e-6)
         assert float(m.value_loss) == pytest.approx(value, rel=1e-5)
         assert float(loss) == pytest.approx(policy + 0.5 * value - 0.01 * entropy, rel=1e-5, abs=1e-6)
+
+
+def test_adaptive_kl_coefficient_stays_between_its_floor_and_ceiling():
+    """Halving for 100 updates of tiny KL (CartPole went to 6e-30 this way) stops at the floor,
+    doubling stops at the ceiling, and from either end 10 updates bring it back to 1."""
+    assert (KL_COEF_MIN, KL_COEF_MAX) == (1e-3, 1e3)
+    coef = jnp.float32(1.0)
+    for _ in range(100):
+        coef = adapt_kl_coef(coef, jnp.float32(0.0), 0.01)
+    assert float(coef) == pytest.approx(1e-3)
+    for _ in range(10):
+        coef = adapt_kl_coef(coef, jnp.float32(1.0), 0.01)
+    assert float(coef) == pytest.approx(1.024)
+    for _ in range(100):
+        coef = adapt_kl_coef(coef, jnp.float32(1.0), 0.01)
+    assert float(coef) == pytest.approx(1e3)
+    assert float(adapt_kl_coef(jnp.float32(0.0), jnp.float32(0.01), 0.01)) == pytest.approx(1e-3)
+
+
+def test_kl_penalty_training_keeps_its_coefficient_at_the_floor_not_below():
+    """A kl_penalty CartPole run whose KL stays far under target: the coefficient rests on the
+    floor instead of vanishing."""
+    config = jppo.PPOConfig(loss="kl_penalty", kl_target=10.0, batch_size=64, buffer_size=128,
+                            max_steps=128 * 20, hidden_units=16, num_layers=1)
+    _, metrics = jax.jit(jppo.make_train(config, make("CartPole-v1"), num_envs=4))(
+        jax.random.PRNGKey(0))
+    coefs = np.asarray(metrics["kl_coef"])
+    assert coefs[0] == pytest.approx(0.5) and coefs.min() == pytest.approx(KL_COEF_MIN)
+    assert coefs[-1] == pytest.approx(KL_COEF_MIN)

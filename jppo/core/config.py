@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import numbers
+import warnings
 from typing import Optional
 
 import jax
@@ -25,6 +26,10 @@ SWEEPABLE = ("learning_rate", "beta", "epsilon", "lambd", "gamma", "strength",
 
 class ConfigError(ValueError):
     """A hyperparameter value that jppo does not accept; the message is one sentence."""
+
+
+class ConfigWarning(UserWarning):
+    """Settings jppo accepts that are known to train badly; the message is one sentence."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -71,6 +76,9 @@ class PPOConfig:
 
     def __post_init__(self):
         _validate(self)
+        advice = a2c_advice(self)
+        if advice:
+            warnings.warn(advice, ConfigWarning, stacklevel=3)
 
     def schedule(self, name: str) -> str:
         """The decay kind of ``name`` ("learning_rate", "beta" or "epsilon"), resolving a
@@ -97,6 +105,22 @@ class PPOConfig:
         the horizon of the learning-rate, epsilon and beta schedules."""
         updates = max(1, math.ceil(self.max_steps / rollout_size))
         return updates * self.adam_steps_per_update(rollout_size)
+
+
+def a2c_advice(cfg: "PPOConfig") -> Optional[str]:
+    """The warning for ``loss: a2c`` with several gradient steps per rollout, else None.
+
+    A2C's gradient is exact only for the policy that collected the rollout, and it has no ratio
+    clip to stop a stale one: with PPO's epochs and minibatches it overshoots (issue 17 saw
+    Pendulum fall to -1489, its entropy to -8). Warned, not refused: a short run or a test may want it."""
+    steps = cfg.num_epoch * max(1, cfg.buffer_size // cfg.batch_size)
+    if cfg.loss != "a2c" or steps <= 1:
+        return None
+    return (f"loss a2c with num_epoch = {cfg.num_epoch} and batch_size = {cfg.batch_size} of "
+            f"buffer_size = {cfg.buffer_size} takes {steps} gradient steps per rollout, which "
+            "A2C's on-policy gradient does not survive; A2C settings are num_epoch: 1 and "
+            "batch_size equal to buffer_size (one step per rollout), with a short rollout "
+            "(about 5 to 20 steps per environment).")
 
 
 def field_names() -> list[str]:

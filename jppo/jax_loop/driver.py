@@ -36,13 +36,15 @@ def period_row(metrics: dict, seed: int, steps_per_second: float) -> dict:
                        {name: pick(name) for name in PERIOD_MEANS + PERIOD_LAST}, steps_per_second)
 
 
-def run(launch: Launch, mesh=None) -> dict:
+def run(launch: Launch, mesh=None, environment=None) -> dict:
     """Train, log, checkpoint; returns the run summary also written to run_info.json.
 
     ``mesh`` (``jppo.distributed.make_mesh``) splits the environments over devices, of this
     process or of every process of a ``jax.distributed`` run; only process 0 writes.
-    ``launch.sweep`` trains every (setting, seed) pair at once, one folder per member."""
-    jax_run = JaxRun(launch, mesh)
+    ``launch.sweep`` trains every (setting, seed) pair at once, one folder per member.
+    ``environment``: a jppo ``Environment`` object to train on (``jppo.fit``), ``launch.env``
+    then only its name; None: made from ``launch.env``."""
+    jax_run = JaxRun(launch, mesh, environment)
     jax_run.setup()
     jax_run.loop()
     return jax_run.finish()
@@ -80,8 +82,9 @@ class JaxRun:
     """One JAX-loop run: ``setup`` (environment, folder, states, compile), ``loop`` (chunks),
     ``finish`` (the shared end of a run)."""
 
-    def __init__(self, launch: Launch, mesh=None):
+    def __init__(self, launch: Launch, mesh=None, environment=None):
         self.launch, self.settings, self.mesh = launch, launch.settings, mesh
+        self.environment = environment
         self.sweep = launch.sweep
         self.main = distributed.is_main()
 
@@ -89,7 +92,9 @@ class JaxRun:
 
     def setup(self) -> None:
         settings, sweep, mesh, env_name = self.settings, self.sweep, self.mesh, self.launch.env
-        env = make_env(env_name, settings.environment_parameters)  # refused before any write
+        env = self.environment
+        if env is None:
+            env = make_env(env_name, settings.environment_parameters)  # refused before any write
         self.num_envs = num_envs_for(settings.num_envs, env_name)
         distributed.check_divisible(self.num_envs, mesh)
         self.folder = session.open_folder(self.launch)

@@ -9,17 +9,22 @@ DEFAULT_NUM_ENVS = {"3DBall": 12, "3DBallHard": 12}
 
 
 def make_env(name: str, parameters: dict):
-    """The named environment with ``environment_parameters`` applied to its default params."""
+    """The named environment (built-in, registered, ``gymnax:<id>`` or ``module:factory``; see
+    ``jppo.envs.make``) with ``environment_parameters`` applied to its default params."""
     try:
         env = envs.make(name)
     except envs.UnknownEnvironmentError as err:
         raise UserError(str(err) + "; or pass a Unity build path, 'editor', or gymnasium:<id>.") from None
+    except (TypeError, ValueError) as err:  # a user factory that does not make an environment
+        raise UserError(f"environment {name!r} cannot be used: {err}") from None
+    if not parameters:
+        return env
     defaults = env.default_params
-    allowed = getattr(defaults, "_fields", ())
+    allowed = envs.param_names(defaults)
     unknown = sorted(set(parameters) - set(allowed))
     if unknown:
         raise UserError(f"environment parameter {unknown[0]!r} is not one of {name}'s: "
-                        f"{', '.join(allowed)}.")
+                        f"{', '.join(allowed) or 'it takes none'}.")
     typed = {k: type(getattr(defaults, k))(v) for k, v in parameters.items()}
     return envs.make(name, **typed)
 

@@ -29,6 +29,7 @@ from torch import nn
 from torch.distributions import Categorical, Normal
 
 from jppo.core.config import PPOConfig
+from jppo.core.losses import KL_COEF_MAX, KL_COEF_MIN
 
 # ML-Agents' end values of the linear decays (jppo.core.optim uses the same).
 LEARNING_RATE_END = 1.0e-10
@@ -247,12 +248,13 @@ def ppo_loss(log_probs, old_log_probs, advantages, values, old_values, returns, 
 
 
 def adapt_kl_coef(kl_coef: float, kl: float, kl_target: float) -> float:
-    """PPO1: double the coefficient when ``kl >= 1.5 target``, halve when ``kl <= target/1.5``."""
+    """PPO1: double the coefficient when ``kl >= 1.5 target``, halve when ``kl <= target/1.5``,
+    kept within jppo's ``[KL_COEF_MIN, KL_COEF_MAX]``."""
     if kl >= 1.5 * kl_target:
         kl_coef *= 2.0
     if kl <= kl_target / 1.5:
         kl_coef *= 0.5
-    return kl_coef
+    return min(max(kl_coef, KL_COEF_MIN), KL_COEF_MAX)
 
 
 # ------------------------------------------------------------------------- schedules, Adam

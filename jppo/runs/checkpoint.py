@@ -92,6 +92,17 @@ def restore(path: pathlib.Path, template: Any, check=None) -> tuple[dict, Any]:
     return meta, state
 
 
+def _saved_at(run_dir: pathlib.Path, steps: int) -> pathlib.Path:
+    """The checkpoint saved after ``steps`` steps; a missing one is a ``UserError`` listing
+    those kept."""
+    for path in list_checkpoints(run_dir):
+        if int(_NAME.match(path.name).group(1)) == steps:
+            return path
+    kept = [str(int(_NAME.match(p.name).group(1))) for p in list_checkpoints(run_dir)]
+    raise UserError(f"run folder {str(run_dir)!r} has no checkpoint at step {steps}; the kept "
+                    f"checkpoints are at steps: {', '.join(kept) or 'none'}.")
+
+
 class SavedPolicy(NamedTuple):
     """What export and evaluation need of a trained agent."""
 
@@ -111,17 +122,23 @@ def policy_meta(config: PPOConfig, action_spec: ActionSpec, observation_size: in
             "observation_size": int(observation_size), "behavior": behavior}
 
 
-def load_policy(run_dir, seed_index: int = 0) -> SavedPolicy:
-    """The newest checkpoint's policy of a run folder (member ``seed_index`` of a seed batch)."""
+def load_policy(run_dir, seed_index: int = 0, steps: int | None = None) -> SavedPolicy:
+    """The policy of a run folder's newest checkpoint, or of the one saved after ``steps``
+    steps; member ``seed_index`` of a seed batch (or sweep)."""
     run_dir = pathlib.Path(run_dir)
     if not run_dir.is_dir():
         raise UserError(f"run folder {str(run_dir)!r} does not exist; give a folder written by "
                         "python -m jppo.train, such as results/<run-id>.")
-    path = latest(run_dir)
+    path = latest(run_dir) if steps is None else _saved_at(run_dir, steps)
     if path is None:
         raise UserError(f"run folder {str(run_dir)!r} holds no checkpoint yet; train first, or "
                         "wait for the first checkpoint.")
     meta, raw = read(path)
+    members = int(meta.get("num_members", meta.get("num_seeds", 1)) or 1)
+    if isinstance(seed_index, bool) or not isinstance(seed_index, int) \
+            or not 0 <= seed_index < members:
+        raise UserError(f"seed {seed_index!r} is not in run {str(run_dir)!r}, which trained "
+                        f"{members} agent(s); give a seed index from 0 to {members - 1}.")
     try:
         train = raw["train"]
         params, norm = train["params"], train["normalizer"]

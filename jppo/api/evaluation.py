@@ -1,0 +1,149 @@
+"""``evaluate_run``: a trained run's policy (any seed, any kept checkpoint) played for whole
+episodes on its environment, stochastic and deterministic, with an animation of one episode.
+
+    result = jppo.evaluate_run("results/cartpole", seed=0, episodes=100)
+    result.deterministic.mean, result.stochastic.std, result.animation   # a .gif path
+
+The environment is remade from the run (its checkpoint's ``env``: a built-in, registered,
+``gymnax:<id>`` or ``module:factory`` name, with the run's ``environment_parameters``), or given
+as ``env=``. The deterministic policy takes the mean action (the argmax for discrete actions),
+which is what an exported ONNX model does in Unity; the stochastic one samples, as training did.
+"""
+from __future__ import annotations
+
+import dataclasses
+import pathlib
+from typing import Any, Optional
+
+import jax
+import numpy as np
+import yaml
+
+from jppo import envs, render
+from jppo.core.policy import make_policy
+from jppo.errors import UserError
+from jppo.jax_loop.evaluate import episode_returns, episode_states
+from jppo.jax_loop.setup import make_env
+from jppo.runs import checkpoint
+
+
+@dataclasses.dataclass(frozen=True)
+class Scores:
+    """Returns of ``episodes`` fresh episodes (``std`` over episodes, as ML-Agents reports it)."""
+
+    mean: float
+    std: float
+    min: float
+    max: float
+    episodes: int
+    mean_length: float
+
+    @classmethod
+    def of(cls, returns, lengths) -> "Scores":
+        r, n = np.asarray(returns, np.float64), np.asarray(lengths, np.float64)
+        return cls(float(r.mean()), float(r.std()), float(r.min()), float(r.max()), int(r.size),
+                   float(n.mean()))
+
+
+@dataclasses.dataclass(frozen=True)
+class Evaluation:
+    run: pathlib.Path
+    env: str
+    seed: int  # the seed index within the run
+    steps: int  # the checkpoint's step count
+    stochastic: Scores
+    deterministic: Scores
+    animation: Optional[pathlib.Path]  # None where not asked for or no renderer exists
+    frames: int  # frames in the animation
+    still: Optional[pathlib.Path]  # a PNG of the animation's middle frame
+
+
+def evaluate_run(run_dir, *, seed: int = 0, checkpoint_step: Optional[int] = None,
+                 episodes: int = 100, max_steps: int = 1000, env: Any = None,
+                 env_params: Any = None, animation: Any = "auto", frames: int = 200,
+                 fps: int = 25, key: int = 0) -> Evaluation:
+    """Scores of the run's policy over ``episodes`` episodes (each at most ``max_steps``
+    decisions) and, for an environment with a renderer (``jppo.render``), an animation of one
+    deterministic episode's first ``frames`` states.
+
+    ``animation``: ``"auto"`` writes ``RUN/evaluation/seed<I>-step<N>.gif`` (and a ``.png`` of
+    its middle frame), a path writes there (``.gif`` or ``.mp4``), None writes none. ``key``
+    seeds the evaluation episodes. A mistake raises ``UserError`` with one sentence.
+    """
+    for name, value, low in (("episodes", episodes, 1), ("max_steps", max_steps, 1),
+                             ("frames", frames, 1), ("fps", fps, 1)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise UserError(f"{name} = {value!r} is not allowed; {name} must be an integer >= "
+                            f"{low}.")
+    run_dir = pathlib.Path(run_dir)
+    saved = checkpoint.load_policy(run_dir, seed, checkpoint_step)
+    env_name, environment = _environment(run_dir, env, env_params)
+    params = environment.default_params  # an adapter, or adapt(env, env_params), holds them
+    if environment.observation_space(params).shape[0] != saved.observation_size:
+        raise UserError(f"the policy of {str(run_dir)!r} takes {saved.observation_size} "
+                        f"observations, but environment {env_name!r} gives "
+                        f"{environment.observation_space(params).shape[0]}.")
+    policy = make_policy(saved.config, saved.action_spec)
+    base = jax.random.PRNGKey(key)
+    scores = {}
+    for deterministic in (False, True):
+        returns, lengths = episode_returns(environment, params, policy, saved.params,
+                                           saved.normalizer, base, episodes, max_steps,
+                                           deterministic=deterministic)
+        scores[deterministic] = Scores.of(jax.device_get(returns), jax.device_get(lengths))
+    movie, still, count = _animate(run_dir, animation, env_name, environment, params, policy,
+                                   saved, seed, max_steps, frames, fps, base)
+    return Evaluation(run_dir, env_name, seed, saved.steps, scores[False], scores[True], movie,
+                      count, still)
+
+
+def _environment(run_dir: pathlib.Path, env: Any, env_params: Any):
+    """``(name, Environment)``: ``env`` adapted, or the run's own environment remade."""
+    if env is not None:
+        return str(getattr(env, "name", None) or type(env).__name__), envs.adapt(env, env_params)
+    meta, _ = checkpoint.read(checkpoint.latest(run_dir))
+    name = meta.get("env")
+    if not name or meta.get("driver") == "host":
+        raise UserError(f"run {str(run_dir)!r} was not trained on a JAX environment "
+                        f"({name or 'unknown'}); evaluate_run plays JAX environments only.")
+    config = run_dir / "configuration.yaml"
+    parameters = {}
+    if config.is_file():
+        parameters = (yaml.safe_load(config.read_text()).get("run") or {}).get(
+            "environment_parameters") or {}
+    try:
+        return name, make_env(name, parameters)
+    except UserError as err:
+        raise UserError(f"cannot remake the environment of run {str(run_dir)!r}: {err} An "
+                        "environment object given to jppo.fit is evaluated with "
+                        "jppo.evaluate_run(run, env=...).") from None
+
+
+def _animate(run_dir, animation, env_name, environment, params, policy, saved, seed,
+             max_steps, frames, fps, key):
+    renderer = render.renderer_for(env_name)
+    if animation is None or (animation == "auto" and renderer is None):
+        return None, None, 0
+    if renderer is None:
+        raise UserError(f"there is no renderer for environment {env_name!r} (there are for "
+                        f"{', '.join(render.renderer_names())}); add one with "
+                        "jppo.render.register.")
+    path = (run_dir / "evaluation" / f"seed{seed}-step{saved.steps}.gif" if animation == "auto"
+            else pathlib.Path(animation))
+    states, rewards, length = jax.device_get(episode_states(
+        environment, params, policy, saved.params, saved.normalizer, key, max_steps))
+    count = min(int(length) + 1, frames)
+    pick = [jax.tree_util.tree_map(lambda x, i=i: np.asarray(x[i]), states) for i in range(count)]
+    totals = np.concatenate([[0.0], np.cumsum(rewards)])
+    captions = [f"{env_name}  step {i}  return {totals[i]:.1f}" for i in range(count)]
+    try:
+        movie = render.animate(pick, params, renderer, path, fps=fps, captions=captions)
+    except ValueError as err:
+        raise UserError(str(err)) from None
+    still = render.still(pick[count // 2], params, renderer, path.with_suffix(".png"),
+                         captions[count // 2])
+    return movie, still, count
+
+
+__all__ = ["Evaluation", "Scores", "evaluate_run"]
+
