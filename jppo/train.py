@@ -7,7 +7,8 @@
     python -m jppo.train configs/3DBall.yaml --devices all          # every local GPU / TPU core
     python -m jppo.train configs/CartPole.yaml --sweep learning_rate=1e-4,3e-4,1e-3 --num-seeds 4
 
-A user's mistake prints one sentence and exits with code 2; nothing is overwritten.
+A user's mistake prints one sentence and exits with code 2; nothing is overwritten. Ctrl-C
+and SIGTERM stop the run at its next safe point with a checkpoint (exit 130 and 143).
 """
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ import dataclasses
 import pathlib
 import sys
 
-from jppo import distributed, envs
+from jppo import distributed, envs, interrupts
 from jppo.errors import RunFault, UserError
 from jppo.host_loop.connect import is_host_env
 from jppo.runs import sweep as sweeps
@@ -75,6 +76,11 @@ def build_parser() -> argparse.ArgumentParser:
     unity.add_argument("--time-scale", type=float, help="Unity time scale (default 20)")
     unity.add_argument("--no-graphics", action="store_true", help="run Unity builds without graphics")
     unity.add_argument("--timeout-wait", type=float, help="seconds to wait for Unity (default 60)")
+    p.add_argument("--bind", metavar="ADDRESS",
+                   help="where the sockets jppo listens on accept connections: the gRPC servers "
+                   "Unity connects to (default localhost: this machine only) and process 0's "
+                   "jax.distributed coordinator (default: the --coordinator host); e.g. 0.0.0.0 "
+                   "for Unity in another container or machine")
     return p
 
 
@@ -92,7 +98,13 @@ def resolve(args) -> Launch:
         changes["no_graphics"] = True
     if args.no_export:
         changes["export_onnx"] = False
+    if args.bind is not None:
+        changes["bind"] = distributed.check_bind(args.bind)
     settings = validate_run(dataclasses.replace(apply_overrides(settings, args.overrides), **changes))
+    if args.env is not None and not args.env.strip():
+        raise UserError("--env '' is empty; give a JAX environment's name "
+                        f"({', '.join(envs.names())}), a Unity build path, 'editor', or "
+                        "gymnasium:<id>.")
     env = args.env or settings.env or settings.behavior
     if args.stop_after_steps is not None and args.stop_after_steps < 1:
         raise UserError(f"--stop-after-steps {args.stop_after_steps} is not allowed; give a number "
@@ -121,7 +133,8 @@ def run(args) -> int:
     host = launch.env not in envs.names() and is_host_env(launch.env)
     # Parsed before JAX starts; jax.distributed must be initialized before any JAX computation.
     devices = distributed.parse_devices(args.devices)
-    distributed.initialize(args.coordinator, args.num_processes, args.process_id, args.distributed)
+    distributed.initialize(args.coordinator, args.num_processes, args.process_id, args.distributed,
+                           launch.settings.bind)
     mesh = distributed.make_mesh(devices)
     if host:
         from jppo.host_loop import driver  # imported once jax.distributed is up (see above)
@@ -134,15 +147,16 @@ def run(args) -> int:
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return run(args)
+        with interrupts.stopping():
+            return run(args)
     except UserError as err:
         print(f"jppo: error: {err}", file=sys.stderr)
         return 2
     except RunFault as fault:
         print(f"jppo: error: {fault}", file=sys.stderr)
         return fault.code
-    except KeyboardInterrupt:
-        return 130
+    except KeyboardInterrupt as stop:  # the loop said what it saved
+        return getattr(stop, "exit_code", 130)
 
 
 if __name__ == "__main__":

@@ -22,6 +22,11 @@ does not hold the others. The figures behind both choices are in benchmarks/READ
 
 The policy's raw Gaussian sample is what the trainer stores and scores; Unity receives
 ``clamp(a, -3, 3) / 3``. Discrete actions go as ``[n, 1]`` int32.
+
+Each worker's gRPC server, which Unity connects to, listens on ``bind`` (localhost unless the
+user asks otherwise: mlagents-envs listens on every interface, an unauthenticated service open
+to the network). Every wait for the workers looks at ``jppo.interrupts`` a few times a second,
+so Ctrl-C and SIGTERM stop a run that waits for Unity at once.
 """
 from __future__ import annotations
 
@@ -35,6 +40,7 @@ from typing import Mapping
 
 import numpy as np
 
+from jppo import interrupts
 from jppo.host_loop.vec_env import Actions, AgentSteps, BehaviorSpec, EnvFault, VecEnv, order_actions, to_unit_range
 
 WORKER_SCRIPT = pathlib.Path(__file__).with_name("unity_worker.py")
@@ -43,6 +49,8 @@ BUILD_PORT = 5005  # UnityEnvironment.BASE_ENVIRONMENT_PORT
 # A worker's own timeouts (UnityEnvironment's timeout_wait) come first; this margin only
 # catches a worker that hangs outside them.
 _GRACE_S = 30.0
+# How often a wait for the workers looks for Ctrl-C or SIGTERM.
+_POLL_S = 0.2
 
 
 class _Worker:
@@ -58,12 +66,17 @@ class _Worker:
         self.conn.send(settings)
         self.decision_ids: dict[str, np.ndarray] = {}
         self.deadline: float | None = None  # set while a step is outstanding
+        self.sent_at = time.monotonic()  # when the outstanding step was asked for
         self.alive = True
+        self.frozen = False  # it stopped answering: not waited for on close
 
     def close(self, timeout: float) -> None:
-        """Ask the worker to close its UnityEnvironment (after any step in flight) and exit."""
+        """Ask the worker to close its UnityEnvironment (after any step in flight) and exit; a
+        frozen worker is killed at once."""
         deadline = time.monotonic() + timeout
-        if self.alive:
+        if self.frozen:
+            self.process.kill()
+        elif self.alive:
             self.alive = False
             try:
                 self.conn.send(("close",))
@@ -89,7 +102,7 @@ class UnityVecEnv(VecEnv):
     def __init__(self, file_name: str | None, num_workers: int = 1, base_port: int | None = None, *,
                  seed: int = 0, no_graphics: bool = False, timeout_wait: float = 60.0,
                  time_scale: float = 20.0, environment_parameters: dict | None = None,
-                 log_folder: str | None = None, first_worker: int = 0):
+                 log_folder: str | None = None, first_worker: int = 0, bind: str = "localhost"):
         self.first_worker = first_worker
         self.file_name = None if file_name is None else str(file_name)
         self.num_workers = num_workers
@@ -101,7 +114,7 @@ class UnityVecEnv(VecEnv):
         self._settings = dict(file_name=self.file_name, no_graphics=no_graphics, time_scale=time_scale,
                               timeout_wait=int(max(1, round(timeout_wait))),
                               environment_parameters=dict(environment_parameters or {}),
-                              log_folder=log_folder)
+                              log_folder=log_folder, bind=bind)
         self._seed = seed
         self._workers: list[_Worker] = []
 
@@ -149,7 +162,8 @@ class UnityVecEnv(VecEnv):
                 worker.conn.send(("step", payload))
             except OSError:
                 pass  # a dead worker is reported by receive, with its cause
-            worker.deadline = time.monotonic() + self.timeout_wait + _GRACE_S
+            worker.sent_at = time.monotonic()
+            worker.deadline = worker.sent_at + self.timeout_wait + _GRACE_S
 
     def receive(self) -> dict[int, dict[str, AgentSteps]]:
         return self._receive(starting=False)
@@ -168,13 +182,16 @@ class UnityVecEnv(VecEnv):
         if not pending:
             raise RuntimeError("UnityVecEnv.receive: no worker is stepping")
         while True:
+            interrupts.check()
             first = min(w.deadline for w in pending.values())
-            ready = wait(list(pending), timeout=max(0.0, first - time.monotonic()))
+            ready = wait(list(pending), timeout=min(_POLL_S, max(0.0, first - time.monotonic())))
             if ready:
                 break
-            late = next(w for w in pending.values() if w.deadline <= time.monotonic())
-            late.alive = False
-            raise self._fault(late.index, "timeout", "no reply from the worker process", starting)
+            late = [w for w in pending.values() if w.deadline <= time.monotonic()]
+            if late:
+                late[0].alive, late[0].frozen = False, True
+                raise self._fault(late[0].index, "timeout", "no reply from the worker process",
+                                  starting, waited=time.monotonic() - late[0].sent_at)
         out = {}
         for conn in ready:
             worker = pending[conn]
@@ -220,9 +237,12 @@ class UnityVecEnv(VecEnv):
             out[name] = steps
         return out
 
-    def _fault(self, worker: int, kind: str, text: str, starting: bool) -> EnvFault:
+    def _fault(self, worker: int, kind: str, text: str, starting: bool,
+               waited: float | None = None) -> EnvFault:
+        """The sentence for a worker's failure. ``waited``: how long the trainer itself waited
+        for a worker that never answered (its own timeout_wait did not fire), said as it is."""
         where = self._where(worker)
-        wait_s = f"{self.timeout_wait:g} s"
+        wait_s = f"{self.timeout_wait:g} s" if waited is None else f"{waited:.0f} s"
         if kind == "timeout" and starting:
             if self.file_name is None:
                 message = (f"nothing connected on port {self.port(worker)} within {wait_s}: start "

@@ -32,6 +32,19 @@ class Outcome:
     extra_info: dict = dataclasses.field(default_factory=dict)  # devices, processes, ...
 
 
+def stop_note(cause: str, run_id: str, step: int, saved_at: int, saved_now: bool) -> str:
+    """``cause`` and what became of the checkpoints, in one sentence: saved at ``step`` just
+    now, or the last one (``saved_at``; -1: none yet) intact."""
+    run = f"run {run_id!r}"
+    if saved_now:
+        return (f"{cause}; {run} stopped at step {step}, saved there: continue with --resume "
+                "once the environment works again.")
+    if saved_at >= 0:
+        return (f"{cause}; {run} stopped at step {step}, its last checkpoint (step {saved_at}) "
+                "is intact: continue with --resume.")
+    return f"{cause}; {run} stopped before its first checkpoint: start it again with --force."
+
+
 def seed_rows(history: list, count: int, step: int) -> list[dict]:
     """One row per seed (or member): final and best mean reward, last episode length, speed."""
     rows = []
@@ -134,4 +147,5 @@ def export_models(settings: RunSettings, folder: RunFolder, display: ProgressDis
     return paths
 
 
-__all__ = ["Outcome", "export_models", "finish", "finish_sweep", "run_info", "seed_rows"]
+__all__ = ["Outcome", "export_models", "finish", "finish_sweep", "run_info", "seed_rows",
+           "stop_note"]
