@@ -54,8 +54,7 @@ from jppo.host_loop.trajectories import TrajectoryAssembler, UpdateBuffer
 from jppo.host_loop.vec_env import Actions, EnvFault, VecEnv
 from jppo.runs import checkpoint, folder as run_folder, report, session
 from jppo.runs.checkpoint import finite
-from jppo.runs.folder import write_configuration, write_failure
-from jppo.runs.report import stop_note
+from jppo.runs.folder import write_configuration
 from jppo.runs.launch import Launch
 from jppo.runs.progress import ProgressDisplay
 from jppo.runs.summaries import PERIOD_LAST, PERIOD_MEANS, RunLog, summary_row
@@ -381,13 +380,13 @@ class HostRun:
                         self.settings.keep_checkpoints)
         self.saved_at = self.steps
 
-    def _write(self, write, *args) -> None:
+    def _write(self, write, *args):
         """``write(*args)``; a full disk or another write failure is one sentence (exit 1)."""
         try:
-            write(*args)
+            return write(*args)
         except OSError as err:
-            raise write_failure(err, lambda cause: stop_note(
-                cause, self.settings.run_id, self.steps, self.saved_at, False)) from None
+            raise report.write_failure(err, self.settings.run_id, self.steps,
+                                       self.saved_at) from None
 
     def _summarize(self, now: float) -> None:
         row = self.period.row(self.steps, now, self._last_metrics)
@@ -474,7 +473,7 @@ class HostRun:
                      and finite(distributed.local_replica(self.state)))
         if saved_now:
             self._save()
-        return stop_note(cause, self.settings.run_id, self.steps, self.saved_at, saved_now)
+        return report.stop_note(cause, self.settings.run_id, self.steps, self.saved_at, saved_now)
 
     # ------------------------------------------------------------------ finish
 
@@ -496,7 +495,7 @@ class HostRun:
         outcome = report.Outcome(self.launch.env, self.workers, self.history, self.steps,
                                  self.steps - self.start_step, self.compile_s, self.train_s,
                                  self.complete, extra)
-        return report.finish(self.settings, self.folder, outcome, self.display)
+        return self._write(report.finish, self.settings, self.folder, outcome, self.display)
 
 
 __all__ = ["HostRun", "HostState", "run"]

@@ -46,9 +46,12 @@ from jppo.host_loop.vec_env import Actions, AgentSteps, BehaviorSpec, EnvFault, 
 WORKER_SCRIPT = pathlib.Path(__file__).with_name("unity_worker.py")
 EDITOR_PORT = 5004  # UnityEnvironment.DEFAULT_EDITOR_PORT
 BUILD_PORT = 5005  # UnityEnvironment.BASE_ENVIRONMENT_PORT
-# A worker's own timeouts (UnityEnvironment's timeout_wait) come first; this margin only
-# catches a worker that hangs outside them.
-_GRACE_S = 30.0
+# A worker's own timeouts (UnityEnvironment's timeout_wait) come first; these margins only
+# catch a worker process that hangs outside them (then the sentence says how long it was
+# waited for). Starting includes the worker's import of mlagents-envs (seconds on a busy
+# machine); a step's answer is on its way within a second of Unity's.
+_START_GRACE_S = 30.0
+_STEP_GRACE_S = 5.0
 # How often a wait for the workers looks for Ctrl-C or SIGTERM.
 _POLL_S = 0.2
 
@@ -131,7 +134,7 @@ class UnityVecEnv(VecEnv):
             raise RuntimeError("UnityVecEnv.reset: the workers are running already")
         # Starting: UnityEnvironment waits timeout_wait for Unity to connect, then as long
         # again for the answer to the first reset.
-        deadline = time.monotonic() + 2 * self.timeout_wait + _GRACE_S
+        deadline = time.monotonic() + 2 * self.timeout_wait + _START_GRACE_S
         for i in range(self.num_workers):
             editor = self.file_name is None
             number = self.first_worker + i
@@ -163,7 +166,7 @@ class UnityVecEnv(VecEnv):
             except OSError:
                 pass  # a dead worker is reported by receive, with its cause
             worker.sent_at = time.monotonic()
-            worker.deadline = worker.sent_at + self.timeout_wait + _GRACE_S
+            worker.deadline = worker.sent_at + self.timeout_wait + _STEP_GRACE_S
 
     def receive(self) -> dict[int, dict[str, AgentSteps]]:
         return self._receive(starting=False)
@@ -252,6 +255,9 @@ class UnityVecEnv(VecEnv):
                 message = (f"{where} did not answer within {wait_s} after starting "
                            f"{self.file_name!r}: check that it is a build of a scene with "
                            "ML-Agents, or raise --timeout-wait")
+        elif kind == "timeout" and waited is not None:
+            message = (f"{where} stopped answering for {wait_s}: its worker process hung (Unity's "
+                       f"own {self.timeout_wait:g} s timeout never fired)")
         elif kind == "timeout":
             message = (f"{where} stopped answering for {wait_s}: Unity crashed, froze or was "
                        "closed")

@@ -27,7 +27,7 @@ from jppo.jax_loop import sharding
 from jppo.jax_loop.setup import make_env, num_envs_for
 from jppo.jax_loop.trainer import Trainer
 from jppo.runs import checkpoint, report, session
-from jppo.runs.folder import write_configuration, write_failure
+from jppo.runs.folder import write_configuration
 from jppo.runs.launch import Launch
 from jppo.runs.progress import ProgressDisplay
 from jppo.runs.summaries import PERIOD_LAST, PERIOD_MEANS, RunLog, summary_row
@@ -287,22 +287,18 @@ class JaxRun:
                         self.settings.keep_checkpoints)
         self.saved_at = step
 
-    def _write(self, write, *args) -> None:
+    def _write(self, write, *args):
         """``write(*args)``; a full disk or another write failure is one sentence (exit 1)."""
         try:
-            write(*args)
+            return write(*args)
         except OSError as err:
-            raise write_failure(err, lambda cause: report.stop_note(
-                cause, self.settings.run_id, self.done * self.spu, self.saved_at, False)) from None
+            raise report.write_failure(err, self.settings.run_id, self.done * self.spu,
+                                       self.saved_at) from None
 
     # ------------------------------------------------------------------ finish
 
     def finish(self) -> dict:
-        try:
-            return self._finish()
-        except OSError as err:
-            raise write_failure(err, lambda cause: report.stop_note(
-                cause, self.settings.run_id, self.done * self.spu, self.saved_at, False)) from None
+        return self._write(self._finish)
 
     def _finish(self) -> dict:
         extra = {}

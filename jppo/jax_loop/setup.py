@@ -42,7 +42,8 @@ def check_env_parameters(name: str, parameters: dict, defaults) -> dict:
     typed = {}
     for key, value in parameters.items():
         default = getattr(defaults, key)
-        where = f"environment_parameters.{key} = {brief(value)} is not allowed for {name}"
+        shown = f"{value:g}" if isinstance(value, float) else brief(value)
+        where = f"environment_parameters.{key} = {shown} is not allowed for {name}"
         if isinstance(default, (int, np.integer)) and not isinstance(default, bool):
             if not (math.isfinite(value) and float(value).is_integer() and 1 <= value <= _INT32_MAX):
                 raise UserError(f"{where}; {key} must be a whole number from 1 to {_INT32_MAX} "

@@ -27,7 +27,7 @@ import socket
 
 import yaml
 
-from jppo.errors import RunFault, UserError, brief
+from jppo.errors import UserError, brief
 from jppo.files import remove_temporaries, write_atomic
 from jppo.runs import checkpoint
 from jppo.runs.settings import RunSettings
@@ -105,11 +105,16 @@ class RunFolder:
     path: pathlib.Path
     resume_from: pathlib.Path | None  # the checkpoint to resume from, if resuming
     lock: RunLock | None = dataclasses.field(default=None, compare=False, repr=False)
+    created: bool = False  # this run made the folder
 
     def release(self) -> None:
-        """The run is over: let the next one in."""
+        """The run is over: let the next one in. A folder this run made and left empty (it
+        stopped before writing anything: Unity never connected) goes too."""
         if self.lock is not None:
             self.lock.release()
+        if self.created:
+            with contextlib.suppress(OSError):  # not empty, or gone: it stays as it is
+                self.path.rmdir()
 
 
 def path_of(settings: RunSettings) -> pathlib.Path:
@@ -155,6 +160,7 @@ def prepare(settings: RunSettings, resume: bool, force: bool) -> RunFolder:
             raise UserError(f"run {settings.run_id!r} already exists in {settings.results_dir!r}; "
                             "use --resume to continue it, --force to overwrite it, or another "
                             "--run-id.")
+        created = not path.exists()
         path.mkdir(parents=True, exist_ok=True)
         lock = lock or RunLock.take(path, settings.run_id)
         lock.announce()
@@ -167,7 +173,7 @@ def prepare(settings: RunSettings, resume: bool, force: bool) -> RunFolder:
                 else:
                     entry.unlink()
         remove_temporaries(path)
-        return RunFolder(path, checkpoint.latest(path) if resume else None, lock)
+        return RunFolder(path, checkpoint.latest(path) if resume else None, lock, created)
     except OSError as err:
         if lock is not None:
             lock.release(delete=False)
@@ -214,11 +220,5 @@ def write_json(folder: RunFolder, name: str, payload: dict):
     write_atomic(folder.path / name, (json.dumps(payload, indent=2) + "\n").encode())
 
 
-def write_failure(err: OSError, note) -> RunFault:
-    """A run that could not write its results (a full disk mid-run): one sentence, exit 1.
-    ``note(cause)`` words what became of the checkpoints."""
-    return RunFault(note(f"cannot write the run's results: {describe(err)}"), 1)
-
-
 __all__ = ["LOCK_NAME", "RunFolder", "RunLock", "describe", "holds_run", "path_of", "prepare",
-           "write_configuration", "write_failure", "write_json"]
+           "write_configuration", "write_json"]

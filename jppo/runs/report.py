@@ -8,8 +8,9 @@ import math
 
 import jax
 
+from jppo.errors import RunFault
 from jppo.runs import checkpoint
-from jppo.runs.folder import RunFolder, write_json
+from jppo.runs.folder import RunFolder, describe, write_json
 from jppo.runs.progress import ProgressDisplay, summary_table
 from jppo.runs.settings import RunSettings
 from jppo.runs.summaries import plot_learning_curve, plot_sweep_comparison
@@ -43,6 +44,13 @@ def stop_note(cause: str, run_id: str, step: int, saved_at: int, saved_now: bool
         return (f"{cause}; {run} stopped at step {step}, its last checkpoint (step {saved_at}) "
                 "is intact: continue with --resume.")
     return f"{cause}; {run} stopped before its first checkpoint: start it again with --force."
+
+
+def write_failure(err: OSError, run_id: str, step: int, saved_at: int) -> RunFault:
+    """A run that could not write its results mid-run or at its end (a full disk): one
+    sentence, exit 1, saying which checkpoint stands."""
+    return RunFault(stop_note(f"cannot write the run's results: {describe(err)}", run_id, step,
+                              saved_at, False), 1)
 
 
 def seed_rows(history: list, count: int, step: int) -> list[dict]:
@@ -148,4 +156,4 @@ def export_models(settings: RunSettings, folder: RunFolder, display: ProgressDis
 
 
 __all__ = ["Outcome", "export_models", "finish", "finish_sweep", "run_info", "seed_rows",
-           "stop_note"]
+           "stop_note", "write_failure"]

@@ -268,16 +268,17 @@ def _environment_parameters(value) -> dict:
     refused. (Unity receives them as float32; a JAX environment checks its own ranges.)"""
     params = _mapping(value, ["environment_parameters"])
     out = {}
-    for name, v in params.items():
+    for key, v in params.items():
+        name = key if isinstance(key, str) and len(key) <= 60 else brief(key)
         v = number_text(v)
         if isinstance(v, bool) or not isinstance(v, (int, float)):
-            raise UserError(f"environment_parameters.{brief(name)} = {brief(v)} is not supported; "
+            raise UserError(f"environment_parameters.{name} = {brief(v)} is not supported; "
                             "jppo takes constant numbers (samplers and curricula are not "
                             "implemented).")
         if not _finite(v):
-            raise UserError(f"environment_parameters.{brief(name)} = {brief(v)} is not allowed; an "
+            raise UserError(f"environment_parameters.{name} = {brief(v)} is not allowed; an "
                             "environment parameter must be a finite number.")
-        out[str(name)] = float(v)
+        out[str(key)] = float(v)
     return out
 
 
