@@ -14,8 +14,10 @@ loops ``check()`` between chunks, between host steps and within every wait for U
 ``KeyboardInterrupt`` is safe, so compilation is never interrupted.
 
 A second signal while the first waits (a long compile, a hung collective) ends the process at
-once with the signal's exit code and no checkpoint; checkpoints are written atomically, so none
-is ever left half-written, and the next start removes the temporary file of a write it cut.
+once with the signal's exit code and no checkpoint, from a thread that sees every signal as it
+arrives (the main thread may be inside XLA for seconds); checkpoints are written atomically,
+so none is ever left half-written, and the next start removes the temporary file of a write it
+cut.
 
 May import: the standard library only (every layer but core/ and envs/ may use it).
 """
@@ -31,11 +33,12 @@ SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 class Interrupted(KeyboardInterrupt):
     """The run was asked to stop by ``signum``; raised by ``check`` at a safe point.
-    ``everywhere``: every process of a multi-process run raised it at the same point."""
+    ``everywhere``: every process of a multi-process run raised it at the same point.
+    ``noted``: a loop has told the user what became of the run (else the CLI says it)."""
 
     def __init__(self, signum: int, everywhere: bool = False):
         super().__init__(signal.Signals(signum).name)
-        self.signum, self.everywhere = signum, everywhere
+        self.signum, self.everywhere, self.noted = signum, everywhere, False
 
     @property
     def exit_code(self) -> int:
@@ -53,40 +56,84 @@ _depth = 0
 
 
 def _handle(signum, frame) -> None:
+    """Python's handler, run in the main thread between bytecodes (so only once a compile has
+    returned): record the request for ``check``."""
     global _pending
-    if _pending is not None:  # the second: stop now (os._exit runs no finalizer XLA could crash in)
-        os.write(2, b"jppo: stopped at once, without a checkpoint.\n")
-        os._exit(128 + signum)
-    _pending = signum
-    name = "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name
-    # os.write: a signal handler must not re-enter the buffered sys.stderr the console may hold.
-    os.write(2, f"jppo: {name}: stopping at the next safe point (Ctrl-C again stops at once, "
-                "without saving).\n".encode())
+    if _pending is None:
+        _pending = signum
+
+
+def _watch(read_fd: int) -> None:
+    """A thread that sees each signal at once (``signal.set_wakeup_fd`` writes its number to
+    a pipe from the C handler, and XLA's compile releases the GIL): it says the run is
+    stopping, and ends the process on the second signal. ``os._exit`` runs no finalizer XLA
+    could crash in; a write it cuts short leaves a temporary file the next start removes."""
+    seen = 0
+    while data := os.read(read_fd, 64):
+        for signum in data:
+            if signum not in SIGNALS:
+                continue
+            seen += 1
+            if seen > 1:
+                os.write(2, b"jppo: stopped at once, without a checkpoint.\n")
+                os._exit(128 + signum)
+            name = "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name
+            os.write(2, f"jppo: {name}: stopping at the next safe point (press Ctrl-C again to "
+                        "stop at once, without saving).\n".encode())
+
+
+def _install():
+    """Our handlers and the watcher thread; returns the function that puts things back."""
+    previous = {s: signal.getsignal(s) for s in SIGNALS}
+    read_fd, write_fd = os.pipe()
+    os.set_blocking(write_fd, False)
+    previous_fd = signal.set_wakeup_fd(write_fd, warn_on_full_buffer=False)
+    watcher = threading.Thread(target=_watch, args=(read_fd,), name="jppo-signals", daemon=True)
+    watcher.start()
+    for s in SIGNALS:
+        signal.signal(s, _handle)
+
+    def restore():
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+        signal.set_wakeup_fd(previous_fd)
+        os.close(write_fd)  # the watcher reads the end of the pipe and returns
+        watcher.join()
+        os.close(read_fd)
+
+    return restore
+
+
+def _main_thread() -> bool:
+    return threading.current_thread() is threading.main_thread()
+
+
+def hold() -> None:
+    """For the rest of the process, as within ``stopping()``: what ``python -m jppo.train`` does
+    before it imports JAX (a signal then is kept for the run's first ``check``)."""
+    global _depth
+    if _main_thread() and not _depth:
+        _install()
+        _depth = 1  # never undone: every later stopping() is inside this one
 
 
 @contextlib.contextmanager
 def stopping():
-    """Within: SIGINT and SIGTERM set the flag ``check`` reads instead of raising. The previous
-    handlers come back on the way out. Outside the main thread (where Python cannot set
-    handlers) this does nothing and Python's KeyboardInterrupt stands."""
+    """Within: SIGINT and SIGTERM set the flag ``check`` reads instead of raising; a second one
+    ends the process at once. The previous handlers come back on the way out. Outside the main
+    thread (where Python cannot set handlers) this does nothing and Python's KeyboardInterrupt
+    stands; nested (or after ``hold``), the outermost one rules."""
     global _depth, _pending
-    if threading.current_thread() is not threading.main_thread():
+    if not _main_thread() or _depth:
         yield
         return
-    previous = {s: signal.getsignal(s) for s in SIGNALS}
-    if _depth == 0:
-        _pending = None
-    _depth += 1
+    _pending, _depth = None, 1
+    restore = _install()
     try:
-        for s in SIGNALS:
-            signal.signal(s, _handle)
         yield
     finally:
-        _depth -= 1
-        for s, handler in previous.items():
-            signal.signal(s, handler)
-        if _depth == 0:
-            _pending = None
+        restore()
+        _pending, _depth = None, 0
 
 
 def pending() -> int | None:
@@ -100,4 +147,4 @@ def check() -> None:
         raise Interrupted(_pending)
 
 
-__all__ = ["Interrupted", "SIGNALS", "check", "pending", "stopping"]
+__all__ = ["Interrupted", "SIGNALS", "check", "hold", "pending", "stopping"]

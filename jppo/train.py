@@ -17,12 +17,17 @@ import dataclasses
 import pathlib
 import sys
 
-from jppo import distributed, envs, interrupts
-from jppo.errors import RunFault, UserError
-from jppo.host_loop.connect import is_host_env
-from jppo.runs import sweep as sweeps
-from jppo.runs.launch import Launch
-from jppo.runs.settings import DEFAULT_CONFIG, apply_overrides, load, validate_run
+from jppo import interrupts
+
+if __name__ == "__main__":  # before the imports below load JAX: a Ctrl-C from the start is ours
+    interrupts.hold()
+
+from jppo import distributed, envs  # noqa: E402 (after the hold above, as is the rest)
+from jppo.errors import RunFault, UserError  # noqa: E402
+from jppo.host_loop.connect import is_host_env  # noqa: E402
+from jppo.runs import sweep as sweeps  # noqa: E402
+from jppo.runs.launch import Launch  # noqa: E402
+from jppo.runs.settings import DEFAULT_CONFIG, apply_overrides, load, validate_run  # noqa: E402
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -129,6 +134,7 @@ def resolve(args) -> Launch:
 
 
 def run(args) -> int:
+    interrupts.check()  # a Ctrl-C while Python loaded (see the top of this module)
     launch = resolve(args)
     host = launch.env not in envs.names() and is_host_env(launch.env)
     # Parsed before JAX starts; jax.distributed must be initialized before any JAX computation.
@@ -155,7 +161,9 @@ def main(argv=None) -> int:
     except RunFault as fault:
         print(f"jppo: error: {fault}", file=sys.stderr)
         return fault.code
-    except KeyboardInterrupt as stop:  # the loop said what it saved
+    except KeyboardInterrupt as stop:
+        if isinstance(stop, interrupts.Interrupted) and not stop.noted and not args.quiet:
+            print(f"jppo: {stop.what} before training began; nothing to save.", file=sys.stderr)
         return getattr(stop, "exit_code", 130)
 
 

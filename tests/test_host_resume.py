@@ -6,6 +6,8 @@
 - not kept: the environments (they restart from a reset) and the experiences collected since
   the checkpoint's last update, so it does not end equal to a run that never stopped.
 """
+import dataclasses
+import json
 import shutil
 
 import flax.serialization
@@ -72,8 +74,7 @@ def test_a_resumed_host_run_starts_from_its_checkpoint_exactly(runs):
     saved = [np.asarray(x) for x in jax.tree_util.tree_leaves(
         checkpoint.read(checkpoint.latest(folder))[1]["train"])]
     settings = load(runs / "cartpole.yaml")
-    settings = settings.__class__(**{**settings.__dict__, "results_dir": str(runs / "results"),
-                                     "run_id": "b"})
+    settings = dataclasses.replace(settings, results_dir=str(runs / "results"), run_id="b")
     host = driver.HostRun(Launch(settings, GYM, resume=True), 1,
                           sharded_update.make_layout(None, settings.ppo, False))
     try:
@@ -98,7 +99,7 @@ def test_summaries_up_to_the_checkpoint_are_the_straight_runs(runs):
 
 
 def test_resuming_one_checkpoint_twice_gives_the_same_run(runs):
-    if not (runs / "results" / "a" / "run_info.json").read_text().count('"complete": true'):
+    if not json.loads((runs / "results" / "a" / "run_info.json").read_text())["complete"]:
         assert run(runs, "a", "--resume") == 0
     assert run(runs, "b", "--resume") == 0
     steps_a, updates_a, a = leaves(runs / "results" / "a")

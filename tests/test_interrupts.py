@@ -21,6 +21,8 @@ from tiny_config import tiny_cartpole
 # once a checkpoint file appears lands mid-run, however fast or loaded the machine.
 SLOW_SAVES = r"""
 import sys, time
+from jppo import interrupts
+interrupts.hold()  # as python -m jppo.train does
 from jppo.runs import checkpoint
 from jppo.train import main
 
@@ -43,10 +45,13 @@ def write_config(tmp_path, data) -> str:
     return str(path)
 
 
-def start(tmp_path, data, *args, save_delay=0.0) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-c", SLOW_SAVES, str(save_delay),
-                             write_config(tmp_path, data), "--results-dir",
-                             str(tmp_path / "results"), "--run-id", "r", "--no-export", *args],
+def start(tmp_path, data, *args, save_delay=0.0, module=False) -> subprocess.Popen:
+    """The CLI as a user runs it (``module``: ``python -m jppo.train``), or with slow saves."""
+    command = ([sys.executable, "-m", "jppo.train"] if module else
+               [sys.executable, "-c", SLOW_SAVES, str(save_delay)])
+    return subprocess.Popen(command + [write_config(tmp_path, data), "--results-dir",
+                                       str(tmp_path / "results"), "--run-id", "r", "--no-export",
+                                       *args],
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
 
 
@@ -70,31 +75,35 @@ def stopped(proc, timeout=60) -> tuple[int, str, float]:
 RUN = tiny_cartpole(10**7, summary_freq=128, checkpoint_interval=256)
 
 
-@pytest.mark.parametrize("after", [0.0, 1.0])
-def test_ctrl_c_in_the_first_seconds_stops_cleanly(tmp_path, after):
-    """SIGINT once the run folder exists (tracing and compiling start there) and a moment
-    later: exit 130 within seconds, no crash or traceback; a checkpoint exactly when the run
-    says it saved one."""
-    proc = start(tmp_path, RUN)
+@pytest.mark.parametrize("marker, after", [(None, 0.3), (".jppo.lock", 0.0),
+                                           ("configuration.yaml", 0.0), ("configuration.yaml", 1.0)])
+def test_ctrl_c_in_the_first_seconds_stops_cleanly(tmp_path, marker, after):
+    """SIGINT while Python imports JAX, once the run folder is locked (the states are traced
+    and initialized next), once its configuration is written (the chunk program compiles next)
+    and a second later: exit 130 within seconds, no crash or traceback; a checkpoint exactly
+    when the run says it saved one."""
+    proc = start(tmp_path, RUN, module=True)
     run = tmp_path / "results" / "r"
-    wait_until(lambda: (run / "configuration.yaml").exists(), proc)
+    if marker:
+        wait_until(lambda: (run / marker).exists(), proc)
     time.sleep(after)
     proc.send_signal(signal.SIGINT)
     code, err, took = stopped(proc)
     assert code == 130 and took < 30, err
     assert not any(crash in err for crash in CRASHES), err
     assert "jppo: Ctrl-C: stopping at the next safe point" in err
-    last = "interrupted at step" + " ".join(err.split()).rsplit("interrupted at step", 1)[-1]
-    step = int(last.split()[3].rstrip(";,"))
-    if "checkpoint saved" in last:
-        assert checkpoint.read(checkpoint.latest(run))[0]["steps"] == step > 0
+    said = " ".join(err.split())
+    saved = re.search(r"interrupted at step (\d+); checkpoint saved\. Continue with --resume\.", said)
+    if saved:
+        assert checkpoint.read(checkpoint.latest(run))[0]["steps"] == int(saved.group(1)) > 0
     else:
-        assert last == "interrupted at step 0, before training; nothing to save." or \
-            "stands" in last
+        assert re.search(r"interrupted at step 0, before training; nothing to save\.|jppo: "
+                         r"interrupted before training began; nothing to save\.", said), err
+        assert checkpoint.latest(run) is None
 
 
 def test_a_second_ctrl_c_stops_at_once(tmp_path):
-    proc = start(tmp_path, RUN)
+    proc = start(tmp_path, RUN, module=True)
     wait_until(lambda: (tmp_path / "results" / "r" / "configuration.yaml").exists(), proc)
     proc.send_signal(signal.SIGINT)
     time.sleep(0.05)

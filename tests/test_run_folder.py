@@ -3,6 +3,7 @@ enter and where a checkpoint is read), a bad place for the folder is one sentenc
 time holds a folder (the second is told who holds it), a write cut by a kill leaves nothing
 behind after the next start, a full or read-only disk is one sentence, and files get the
 user's umask."""
+import dataclasses
 import errno
 import json
 import os
@@ -227,7 +228,7 @@ def prepare(tmp_path, resume=False, force=False) -> folder.RunFolder:
     from jppo.runs.settings import load
 
     settings = load(config_file(tmp_path, name="prepare.yaml"))
-    settings = settings.__class__(**{**settings.__dict__, "results_dir": str(tmp_path / "results")})
+    settings = dataclasses.replace(settings, results_dir=str(tmp_path / "results"))
     return folder.prepare(settings, resume, force)
 
 

@@ -441,6 +441,7 @@ class HostRun:
         """Ctrl-C or SIGTERM: save (process 0) and tell the other processes, unless it came in
         the middle of a collective, which the others cannot finish without this process."""
         self._what = getattr(stop, "what", "interrupted")
+        stop.noted = True
         if self.processes == 1:
             self._note_interrupted(None)
         elif self.in_collective:

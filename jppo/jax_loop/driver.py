@@ -118,6 +118,9 @@ class JaxRun:
 
     def setup(self) -> None:
         settings, sweep, mesh, env_name = self.settings, self.sweep, self.mesh, self.launch.env
+        single = jax.process_count() == 1  # (several processes agree on a stop in the loop)
+        if single:
+            interrupts.check()
         # Everything that can be refused is checked before the run folder is touched.
         env = make_env(env_name, settings.environment_parameters)
         self.num_envs = num_envs_for(settings.num_envs, env_name)
@@ -152,7 +155,7 @@ class JaxRun:
         self.done = self.first = int(np.asarray(
             distributed.fetch_replicated(self.states.updates)).reshape(-1)[0])
         self.start_step = self.done * self.spu
-        if jax.process_count() == 1:  # (several processes agree on a stop in the loop)
+        if single:
             interrupts.check()
         if self.main:
             self._write_configuration()
@@ -250,6 +253,7 @@ class JaxRun:
 
     def _interrupted(self, stop: KeyboardInterrupt) -> None:
         """Save where the run progressed since its last checkpoint, and say so."""
+        stop.noted = True
         step = self.done * self.spu
         what = getattr(stop, "what", "interrupted")
         if jax.process_count() > 1 and not getattr(stop, "everywhere", False):
