@@ -6,6 +6,7 @@
 - not kept: the environments (they restart from a reset) and the experiences collected since
   the checkpoint's last update, so it does not end equal to a run that never stopped.
 """
+import copy
 import dataclasses
 import json
 import shutil
@@ -22,22 +23,16 @@ from jppo.runs import checkpoint
 from jppo.runs.launch import Launch
 from jppo.runs.settings import load
 from jppo.train import main
+from test_host_gym import CARTPOLE as GYM_CARTPOLE
 
 pytest.importorskip("gymnasium")
 pytestmark = pytest.mark.slow
 
 GYM = "gymnasium:CartPole-v1"
-CARTPOLE = {
-    "behaviors": {"CartPole": {
-        "trainer_type": "ppo",
-        "hyperparameters": {"batch_size": 128, "buffer_size": 512, "learning_rate": 1e-3,
-                            "beta": 0.01, "epsilon": 0.2, "lambd": 0.95, "num_epoch": 2},
-        "network_settings": {"normalize": True, "hidden_units": 32, "num_layers": 1},
-        "reward_signals": {"extrinsic": {"gamma": 0.99, "strength": 1.0}},
-        "max_steps": 6000, "time_horizon": 128, "summary_freq": 1024, "keep_checkpoints": 10,
-        "checkpoint_interval": 1024}},
-    "jppo": {"num_envs": 4},
-}
+# test_host_gym's CartPole, shorter, with a checkpoint every 1024 steps (all of them kept).
+CARTPOLE = copy.deepcopy(GYM_CARTPOLE)
+CARTPOLE["behaviors"]["CartPole"].update(max_steps=6000, summary_freq=1024, keep_checkpoints=10,
+                                         checkpoint_interval=1024)
 STOP = 2500
 
 

@@ -177,8 +177,10 @@ def resume(tmp_path) -> int:
                  "--run-id", "r", "--quiet", "--no-export", "--resume"])
 
 
-def test_sigterm_saves_and_the_resumed_run_equals_a_straight_one(tmp_path, straight):
-    proc = start(tmp_path, EXACT, save_delay=0.5)
+def terminated_after_a_checkpoint(tmp_path, data, *args) -> int:
+    """Run the CLI, SIGTERM it once it has saved a checkpoint: exit 143, no crash, and the
+    newest checkpoint is at the step its last line names; returns that step."""
+    proc = start(tmp_path, data, *args, save_delay=0.5)
     run = tmp_path / "results" / "r"
     wait_until(lambda: checkpoint.latest(run) is not None, proc)
     proc.send_signal(signal.SIGTERM)
@@ -186,7 +188,13 @@ def test_sigterm_saves_and_the_resumed_run_equals_a_straight_one(tmp_path, strai
     assert code == 143 and took < 30, err
     assert not any(crash in err for crash in CRASHES), err
     step = saved_step(err)
-    assert 512 <= step < 4096 and checkpoint.read(checkpoint.latest(run))[0]["steps"] == step
+    assert checkpoint.read(checkpoint.latest(run))[0]["steps"] == step >= 512
+    return step
+
+
+def test_sigterm_saves_and_the_resumed_run_equals_a_straight_one(tmp_path, straight):
+    assert terminated_after_a_checkpoint(tmp_path, EXACT) < 4096
+    run = tmp_path / "results" / "r"
     assert resume(tmp_path) == 0
     (steps_a, a), (steps_b, b) = final(straight), final(run)
     assert steps_a == steps_b == 4096
@@ -216,15 +224,8 @@ def test_kill_9_after_a_checkpoint_loses_no_summary(tmp_path, straight):
 def test_sigterm_saves_a_host_run_that_resumes(tmp_path):
     pytest.importorskip("gymnasium")
     data = tiny_cartpole(4096, summary_freq=256, checkpoint_interval=512)
-    proc = start(tmp_path, data, "--env", "gymnasium:CartPole-v1", save_delay=0.5)
+    terminated_after_a_checkpoint(tmp_path, data, "--env", "gymnasium:CartPole-v1")
     run = tmp_path / "results" / "r"
-    wait_until(lambda: checkpoint.latest(run) is not None, proc)
-    proc.send_signal(signal.SIGTERM)
-    code, err, took = stopped(proc)
-    assert code == 143 and took < 30, err
-    assert not any(crash in err for crash in CRASHES), err
-    step = saved_step(err)
-    assert checkpoint.read(checkpoint.latest(run))[0]["steps"] == step >= 512
     assert main([write_config(tmp_path, data), "--results-dir", str(tmp_path / "results"),
                  "--run-id", "r", "--quiet", "--no-export", "--env", "gymnasium:CartPole-v1",
                  "--resume"]) == 0
