@@ -95,7 +95,10 @@ def test_unity_grpc_listens_on_localhost_unless_bound_and_ctrl_c_stops_the_wait(
     started = time.monotonic()
     proc.send_signal(signal.SIGINT)
     err = stderr_of(proc)
-    assert proc.returncode == 130 and time.monotonic() - started < 15, err
+    took = time.monotonic() - started
+    # Seconds, not the 120 s Unity's wait would take (generous for a loaded machine).
+    assert proc.returncode == 130 and took < 40, (took, err)
+    assert "jppo: interrupted before training began; nothing to save." in err
     assert "Traceback" not in err and not (tmp_path / "results" / "ball").exists()
 
 

@@ -31,6 +31,7 @@ so Ctrl-C and SIGTERM stop a run that waits for Unity at once.
 from __future__ import annotations
 
 import pathlib
+import signal
 import socket
 import subprocess
 import sys
@@ -54,6 +55,8 @@ _START_GRACE_S = 30.0
 _STEP_GRACE_S = 5.0
 # How often a wait for the workers looks for Ctrl-C or SIGTERM.
 _POLL_S = 0.2
+# A worker answers "close" within milliseconds unless it is inside one of Unity's waits.
+_CLOSE_WAIT_S = 2.0
 
 
 class _Worker:
@@ -73,21 +76,37 @@ class _Worker:
         self.alive = True
         self.frozen = False  # it stopped answering: not waited for on close
 
-    def close(self, timeout: float) -> None:
+    def ask_to_close(self) -> None:
         """Ask the worker to close its UnityEnvironment (after any step in flight) and exit; a
         frozen worker is killed at once."""
-        deadline = time.monotonic() + timeout
         if self.frozen:
             self.process.kill()
         elif self.alive:
-            self.alive = False
             try:
                 self.conn.send(("close",))
-                while self.conn.poll(max(0.0, deadline - time.monotonic())):
-                    if self.conn.recv()[0] in ("closed", "error"):
-                        break
-            except (OSError, EOFError):
+            except OSError:
                 pass
+
+    def closed(self) -> bool:
+        """Whether the worker has said it closed (or is gone); reads what it sends meanwhile."""
+        if not self.alive or self.frozen:
+            return True
+        try:
+            while self.conn.poll(0):
+                if self.conn.recv()[0] in ("closed", "error"):
+                    self.alive = False
+        except (OSError, EOFError):
+            self.alive = False
+        return not self.alive
+
+    def close_now(self) -> None:
+        """A worker still inside one of Unity's waits (connecting, a step) reads "close" only
+        once the wait ends, up to --timeout-wait later: SIGUSR1 ends the wait and the worker."""
+        if self.alive and not self.frozen and self.process.poll() is None:
+            self.process.send_signal(getattr(signal, "SIGUSR1", signal.SIGTERM))
+        self.alive = False
+
+    def end(self, deadline: float) -> None:
         self.conn.close()
         try:
             self.process.wait(max(0.1, deadline - time.monotonic()))
@@ -172,8 +191,18 @@ class UnityVecEnv(VecEnv):
         return self._receive(starting=False)
 
     def close(self) -> None:
+        """Every worker is asked to close at once; those still busy in a wait for Unity after
+        ``_CLOSE_WAIT_S`` are told to stop it; after 10 s, what is left is killed."""
+        started = time.monotonic()
         for worker in self._workers:
-            worker.close(timeout=10.0)
+            worker.ask_to_close()
+        while not all(w.closed() for w in self._workers) and \
+                time.monotonic() - started < _CLOSE_WAIT_S:
+            wait([w.conn for w in self._workers if w.alive], timeout=0.05)
+        for worker in self._workers:
+            worker.close_now()
+        for worker in self._workers:
+            worker.end(started + 10.0)
         self._workers = []
 
     # ------------------------------------------------------------------ messages

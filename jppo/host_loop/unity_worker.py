@@ -22,9 +22,10 @@ process per worker is what lets several Unity instances be served in parallel.
 The gRPC server Unity connects to listens on the settings' ``bind`` address (mlagents-envs'
 own ``RpcCommunicator`` listens on every interface, "[::]"). The worker ignores SIGINT and
 SIGTERM (a terminal's Ctrl-C and Slurm's SIGTERM reach the whole process group): the trainer
-decides when it stops, after saving its checkpoint. It leaves with ``os._exit``, past
-mlagents-envs' ``atexit`` hook, which prints a traceback when UnityEnvironment never started
-(a port in use), before the trainer's one sentence.
+decides when it stops, after saving its checkpoint. SIGUSR1 is the trainer's "close now" for a
+worker inside one of Unity's waits (connecting, a step): the wait ends, the environment closes
+without waiting for a build to quit, the worker exits. mlagents-envs' ``atexit`` hook, which
+printed a traceback when UnityEnvironment never started (a port in use), does nothing then.
 """
 import os
 import sys
@@ -40,6 +41,19 @@ import traceback  # noqa: E402
 from multiprocessing.connection import Connection  # noqa: E402
 
 import numpy as np  # noqa: E402
+
+
+class _CloseNow(Exception):
+    """The trainer sent SIGUSR1: stop waiting for Unity and exit."""
+
+
+_closing = False
+
+
+def _close_now(signum, frame):
+    global _closing
+    _closing = True
+    raise _CloseNow
 
 
 def _bound_environment(host: str):
@@ -73,6 +87,11 @@ def _bound_environment(host: str):
     class BoundEnvironment(UnityEnvironment):
         def _get_communicator(self, worker_id, base_port, timeout_wait):
             return BoundCommunicator(worker_id, base_port, timeout_wait)
+
+        def _close(self, timeout=None):
+            if not hasattr(self, "_communicator"):  # never started (the port was in use)
+                return
+            super()._close(0 if _closing else timeout)  # closing now: a build is killed at once
 
     return BoundEnvironment
 
@@ -172,7 +191,7 @@ def serve(conn: Connection) -> int:
             specs = _specs(env)
             conn.send(("steps", None if specs == sent_specs else specs, _report(env)))
             sent_specs = specs
-    except (EOFError, BrokenPipeError, ConnectionResetError):
+    except (EOFError, BrokenPipeError, ConnectionResetError, _CloseNow):
         return 0
     except Exception as error:  # reported to the trainer, which words the message
         try:
@@ -192,11 +211,13 @@ def main(argv) -> int:
     # Ctrl-C and SIGTERM reach the whole process group; the trainer decides when workers stop.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    return serve(Connection(int(argv[1])))
+    if hasattr(signal, "SIGUSR1"):
+        signal.signal(signal.SIGUSR1, _close_now)
+    try:
+        return serve(Connection(int(argv[1])))
+    except _CloseNow:
+        return 0
 
 
 if __name__ == "__main__":
-    code = main(sys.argv)
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(code)  # past mlagents-envs' atexit hook (see the module docstring)
+    sys.exit(main(sys.argv))
