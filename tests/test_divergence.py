@@ -4,6 +4,7 @@ checkpoint holding NaN is neither resumed nor exported; ``export_onnx`` refuses 
 import hashlib
 import pathlib
 import re
+import shutil
 
 import flax.serialization
 import jax
@@ -36,10 +37,26 @@ def cli(tmp_path, data, *args) -> int:
                  "--quiet", "--no-export", *args])
 
 
-def test_jax_loop_stops_when_training_diverges_and_keeps_its_last_checkpoint(tmp_path, capsys):
-    data = tiny_cartpole(2048)
-    assert cli(tmp_path, data, "--stop-after-steps", "512") == 0
-    run = tmp_path / "results" / "r"
+DATA = tiny_cartpole(2048)
+
+
+@pytest.fixture(scope="module")
+def stopped(tmp_path_factory) -> pathlib.Path:
+    """A run stopped with a checkpoint at step 512; tests work on copies of its folder."""
+    tmp = tmp_path_factory.mktemp("stopped")
+    assert cli(tmp, DATA, "--stop-after-steps", "512") == 0
+    return tmp / "results"
+
+
+def copy_of(stopped: pathlib.Path, tmp_path) -> pathlib.Path:
+    shutil.copytree(stopped, tmp_path / "results")
+    return tmp_path / "results" / "r"
+
+
+def test_jax_loop_stops_when_training_diverges_and_keeps_its_last_checkpoint(tmp_path, capsys,
+                                                                             stopped):
+    data = DATA
+    run = copy_of(stopped, tmp_path)
     before = digest(run / "checkpoints")
     # A learning rate of 1e30 makes the first update's parameters NaN or Inf.
     assert cli(tmp_path, data, "--resume", "--set", "learning_rate=1e30") == 1
@@ -128,10 +145,9 @@ def test_export_refuses_a_nan_checkpoint(tmp_path, capsys, bad):
     assert digest(tmp_path) == before
 
 
-def test_resume_refuses_a_nan_checkpoint(tmp_path, capsys):
-    data = tiny_cartpole(1024)
-    assert cli(tmp_path, data, "--stop-after-steps", "512") == 0
-    run = tmp_path / "results" / "r"
+def test_resume_refuses_a_nan_checkpoint(tmp_path, capsys, stopped):
+    data = DATA
+    run = copy_of(stopped, tmp_path)
     last = checkpoint.latest(run)
     meta, raw = checkpoint.read(last)
     dense = raw["train"]["params"]["params"]["actor"]["Dense_0"]
