@@ -88,10 +88,9 @@ def catches_sigterm(pid: int) -> bool:
                                            ("configuration.yaml", 0.5)])
 def test_ctrl_c_in_the_first_seconds_stops_cleanly(tmp_path, marker, after):
     """SIGINT while Python imports JAX (right after the CLI's handler is set), once the run
-    folder is locked (the states are traced
-    and initialized next) and while the chunk program compiles (its configuration is written
-    just before): exit 130 once the compile is over, no crash or traceback; a checkpoint
-    exactly when the run says it saved one."""
+    folder is locked (the states are traced and initialized next) and while the chunk program
+    compiles (its configuration is written just before): exit 130 once the compile is over, no
+    crash or traceback; a checkpoint exactly when the run says it saved one."""
     if marker == "handler" and not os.path.exists("/proc/self/status"):
         pytest.skip("needs Linux's /proc to see when the handler is set")
     proc = start(tmp_path, RUN, module=True)
