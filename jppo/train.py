@@ -25,6 +25,7 @@ if __name__ == "__main__":  # before the imports below load JAX: a Ctrl-C from t
 from jppo import distributed, envs  # noqa: E402 (after the hold above, as is the rest)
 from jppo.errors import RunFault, UserError  # noqa: E402
 from jppo.host_loop.connect import is_host_env  # noqa: E402
+from jppo.host_loop.gym_env import PREFIX as GYMNASIUM  # noqa: E402
 from jppo.runs import sweep as sweeps  # noqa: E402
 from jppo.runs.launch import Launch  # noqa: E402
 from jppo.runs.settings import DEFAULT_CONFIG, apply_overrides, load, validate_run  # noqa: E402
@@ -115,6 +116,11 @@ def resolve(args) -> Launch:
         raise UserError(f"--stop-after-steps {args.stop_after_steps} is not allowed; give a number "
                         "of steps >= 1.")
     host = env not in envs.names() and is_host_env(env)
+    unity = host and not env.startswith(GYMNASIUM)
+    if args.bind is not None and not (unity or args.coordinator or args.distributed):
+        raise UserError(f"--bind has nothing to bind with --env {env}: it places the sockets jppo "
+                        "listens on, the gRPC servers a Unity build or the editor connects to "
+                        "and a multi-process run's coordinator (--coordinator, --distributed).")
     if host and args.sweep:
         raise UserError(f"--sweep works with the JAX environments only ({', '.join(envs.names())}"
                         "); a Unity or Gymnasium environment trains one setting per run.")
