@@ -296,19 +296,26 @@ def test_remove_temporaries_spares_other_files(tmp_path):
 
 # ------------------------------------------------------------------------- file modes
 
-def test_files_follow_the_umask(tmp_path):
-    from jppo import export
+@pytest.mark.parametrize("umask, mode", [(0o027, 0o640), (0o022, 0o644), (0o077, 0o600)])
+def test_files_follow_the_umask(tmp_path, umask, mode):
+    """Every file goes through the one atomic writer (configuration.yaml, run_info.json,
+    member.json, checkpoints) or is the ONNX model: each gets 0666 less the umask."""
+    import jax
+    import jppo
+    from jppo.onnx.actor import export_onnx
 
-    old = os.umask(0o027)
+    config = jppo.PPOConfig(hidden_units=8, num_layers=1)
+    spec = jppo.ActionSpec.continuous(2)
+    state = jppo.init_train_state(jax.random.PRNGKey(0), config, 4, spec)
+    old = os.umask(umask)
     try:
-        assert run_cli(tmp_path, "--run-id", "u") == 0
-        run = tmp_path / "results" / "u"
-        assert export.main([str(run), "--output", str(tmp_path / "again.onnx")]) == 0
+        written = [files.write_atomic(tmp_path / "run_info.json", b"{}"),
+                   checkpoint.save(tmp_path, 8, {"train": state},
+                                   checkpoint.policy_meta(config, spec, 4, "B")),
+                   export_onnx(tmp_path / "B.onnx", state.params, state.normalizer, config, spec, 4)]
     finally:
         os.umask(old)
-    written = [run / "configuration.yaml", run / "run_info.json", run / "CartPole.onnx",
-               checkpoint.latest(run), tmp_path / "again.onnx"]
-    assert {oct(p.stat().st_mode & 0o777) for p in written} == {"0o640"}
+    assert [oct(p.stat().st_mode & 0o777) for p in written] == [oct(mode)] * 3
 
 
 def test_check_name_is_a_user_error_with_the_value_cut_short():
