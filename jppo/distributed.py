@@ -18,6 +18,7 @@ and what is replicated (``jppo.jax_loop.sharding``, ``jppo.host_loop.sharded_upd
 from __future__ import annotations
 
 import hashlib
+import os
 import socket
 from typing import Any, Callable
 
@@ -37,13 +38,20 @@ AXIS = "data"
 
 
 def initialize(coordinator: str | None, num_processes: int | None, process_id: int | None,
-               auto: bool = False) -> bool:
+               auto: bool = False, bind: str | None = None) -> bool:
     """Join a multi-process run through ``jax.distributed.initialize``; False if none is asked.
 
     With ``coordinator``, ``num_processes`` and ``process_id`` all given, they are used as is.
     With some or none (``auto``), JAX fills the rest from the cluster: Slurm (``SLURM_*``),
     Open MPI, Kubernetes, Cloud TPU, or ``JAX_COORDINATOR_ADDRESS``. Must run before anything
     else touches JAX's devices. CPU devices talk through gloo.
+
+    Where process 0's coordinator listens: JAX's default is every interface ("[::]:port"),
+    which exposes an unauthenticated service to the network. Here it listens on ``bind`` if
+    given, else on the host of ``coordinator`` (the address the other processes use, so
+    ``127.0.0.1`` means this machine only). Found by the cluster (no ``coordinator``), the
+    address is the cluster's and JAX listens everywhere unless ``bind`` says where, which then
+    needs the port from ``JAX_COORDINATOR_ADDRESS``.
     """
     if coordinator is None and num_processes is None and process_id is None and not auto:
         return False
@@ -58,22 +66,66 @@ def initialize(coordinator: str | None, num_processes: int | None, process_id: i
                                     or not coordinator.rsplit(":", 1)[1].isdigit()):
         raise UserError(f"--coordinator {coordinator!r} is not of the form host:port, e.g. "
                         "--coordinator 10.0.0.1:1234.")
+    listen = _listen_address(coordinator, bind)
     try:
         jax.config.update("jax_cpu_collectives_implementation", "gloo")
     except (AttributeError, KeyError, ValueError):  # older JAX: gloo is its only choice anyway
         pass
     try:
         jax.distributed.initialize(coordinator_address=coordinator, num_processes=num_processes,
-                                   process_id=process_id)
+                                   process_id=process_id, coordinator_bind_address=listen)
     except (ValueError, TypeError) as err:
         raise UserError(f"cannot start a multi-process run: {str(err).rstrip('.')}; give "
                         "--coordinator host:port, --num-processes and --process-id, or run "
                         "under Slurm, Open MPI or on a TPU slice.") from None
     except RuntimeError as err:  # the coordinator is unreachable, a timeout, a refused port
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        hint = ""
+        if "Failed to start RPC server" in first:
+            hint = (f"; process 0 cannot listen on {listen or 'the coordinator address'} (give "
+                    "--bind with an address of this machine, or 0.0.0.0 for every interface)")
         raise UserError(f"cannot join the multi-process run at {coordinator or 'the cluster'}"
-                        f"'s coordinator: {first.rstrip('.')}.") from None
+                        f"'s coordinator: {first.rstrip('.')}{hint}.") from None
     return True
+
+
+def _listen_address(coordinator: str | None, bind: str | None) -> str | None:
+    """``host:port`` for process 0's coordinator to listen on (see ``initialize``)."""
+    if coordinator is not None:
+        host, port = coordinator.rsplit(":", 1)
+        return f"{_bracketed(bind) if bind else host}:{port}"
+    if bind is None:
+        return None
+    known = os.environ.get("JAX_COORDINATOR_ADDRESS", "")
+    if ":" not in known:
+        raise UserError("--bind with a coordinator the cluster names needs its port: give "
+                        "--coordinator host:port, or set JAX_COORDINATOR_ADDRESS.")
+    return f"{_bracketed(bind)}:{known.rsplit(':', 1)[1]}"
+
+
+def _bracketed(host: str) -> str:
+    """An IPv6 address in brackets, as ``host:port`` needs it."""
+    return f"[{host}]" if ":" in host and not host.startswith("[") else host
+
+
+def check_bind(address: str) -> str:
+    """``--bind ADDRESS``: an address of this machine that a socket can listen on (``0.0.0.0``
+    or ``::`` for every interface); else a ``UserError``."""
+    host = address.strip().strip("[]")
+    if not host:
+        raise UserError("--bind '' is empty; give an address of this machine, localhost, or "
+                        "0.0.0.0 for every interface.")
+    try:
+        infos = socket.getaddrinfo(host, 0, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+        family, kind, proto, _, where = infos[0]
+        with socket.socket(family, kind, proto) as probe:
+            probe.bind(where)
+    except (OSError, UnicodeError, IndexError) as err:
+        why = getattr(err, "strerror", None) or type(err).__name__
+        raise UserError(f"--bind {address!r} is not an address this machine can listen on "
+                        f"({why}); give one of its addresses, localhost, or 0.0.0.0 for every "
+                        "interface.") from None
+    return host
 
 
 def is_main() -> bool:
@@ -233,6 +285,13 @@ def broadcast_tree(tree: Any) -> Any:
         return tree
     return jax.tree_util.tree_map(np.asarray, multihost_utils.broadcast_one_to_all(
         jax.tree_util.tree_map(np.asarray, tree)))
+
+
+def max_over_processes(value: int) -> int:
+    """The largest of every process's ``value`` (a collective: every process calls it)."""
+    if jax.process_count() == 1:
+        return value
+    return int(np.asarray(multihost_utils.process_allgather(np.array(value, np.int64))).max())
 
 
 def params_digest(params: Any) -> str:

@@ -6,6 +6,8 @@ raise them; the CLIs print ``str(err)`` alone.
 """
 from __future__ import annotations
 
+import reprlib
+
 
 class UserError(Exception):
     """A mistake the user can fix; the CLI prints the message alone and exits with code 2."""
@@ -19,4 +21,15 @@ class RunFault(Exception):
         self.code = code
 
 
-__all__ = ["RunFault", "UserError"]
+_BRIEF = reprlib.Repr()
+_BRIEF.maxstring, _BRIEF.maxother, _BRIEF.maxlevel = 60, 60, 2
+_BRIEF.maxdict = _BRIEF.maxlist = _BRIEF.maxtuple = _BRIEF.maxset = 4
+
+
+def brief(value) -> str:
+    """``repr(value)`` cut to a sentence's length: a message must stay one readable line
+    whatever the user typed (a 300-character name, an expanded YAML alias)."""
+    return _BRIEF.repr(value)
+
+
+__all__ = ["RunFault", "UserError", "brief"]

@@ -7,7 +7,8 @@
     python -m jppo.train configs/3DBall.yaml --devices all          # every local GPU / TPU core
     python -m jppo.train configs/CartPole.yaml --sweep learning_rate=1e-4,3e-4,1e-3 --num-seeds 4
 
-A user's mistake prints one sentence and exits with code 2; nothing is overwritten.
+A user's mistake prints one sentence and exits with code 2; nothing is overwritten. Ctrl-C
+and SIGTERM stop the run at its next safe point with a checkpoint (exit 130 and 143).
 """
 from __future__ import annotations
 
@@ -17,13 +18,19 @@ import pathlib
 import sys
 import warnings
 
-from jppo import distributed, envs
-from jppo.core.config import ConfigWarning
-from jppo.errors import RunFault, UserError
-from jppo.host_loop.connect import is_host_env
-from jppo.runs import sweep as sweeps
-from jppo.runs.launch import Launch
-from jppo.runs.settings import DEFAULT_CONFIG, apply_overrides, load, validate_run
+from jppo import interrupts
+
+if __name__ == "__main__":  # before the imports below load JAX: a Ctrl-C from the start is ours
+    interrupts.hold()
+
+from jppo import distributed, envs  # noqa: E402 (after the hold above, as is the rest)
+from jppo.core.config import ConfigWarning  # noqa: E402
+from jppo.errors import RunFault, UserError  # noqa: E402
+from jppo.host_loop.connect import is_host_env  # noqa: E402
+from jppo.host_loop.gym_env import PREFIX as GYMNASIUM  # noqa: E402
+from jppo.runs import sweep as sweeps  # noqa: E402
+from jppo.runs.launch import Launch  # noqa: E402
+from jppo.runs.settings import DEFAULT_CONFIG, apply_overrides, load, validate_run  # noqa: E402
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -78,6 +85,11 @@ def build_parser() -> argparse.ArgumentParser:
     unity.add_argument("--time-scale", type=float, help="Unity time scale (default 20)")
     unity.add_argument("--no-graphics", action="store_true", help="run Unity builds without graphics")
     unity.add_argument("--timeout-wait", type=float, help="seconds to wait for Unity (default 60)")
+    p.add_argument("--bind", metavar="ADDRESS",
+                   help="where the sockets jppo listens on accept connections: the gRPC servers "
+                   "Unity connects to (default localhost: this machine only) and process 0's "
+                   "jax.distributed coordinator (default: the --coordinator host); e.g. 0.0.0.0 "
+                   "for Unity in another container or machine")
     return p
 
 
@@ -95,12 +107,23 @@ def resolve(args) -> Launch:
         changes["no_graphics"] = True
     if args.no_export:
         changes["export_onnx"] = False
+    if args.bind is not None:
+        changes["bind"] = distributed.check_bind(args.bind)
     settings = validate_run(dataclasses.replace(apply_overrides(settings, args.overrides), **changes))
+    if args.env is not None and not args.env.strip():
+        raise UserError("--env '' is empty; give a JAX environment's name "
+                        f"({', '.join(envs.names())}), a Unity build path, 'editor', or "
+                        "gymnasium:<id>.")
     env = args.env or settings.env or settings.behavior
     if args.stop_after_steps is not None and args.stop_after_steps < 1:
         raise UserError(f"--stop-after-steps {args.stop_after_steps} is not allowed; give a number "
                         "of steps >= 1.")
     host = env not in envs.names() and is_host_env(env)
+    unity = host and not env.startswith(GYMNASIUM)
+    if args.bind is not None and not (unity or args.coordinator or args.distributed):
+        raise UserError(f"--bind has nothing to bind with --env {env}: it places the sockets jppo "
+                        "listens on, the gRPC servers a Unity build or the editor connects to "
+                        "and a multi-process run's coordinator (--coordinator, --distributed).")
     if host and args.sweep:
         raise UserError(f"--sweep works with the JAX environments only ({', '.join(envs.names())}"
                         "); a Unity or Gymnasium environment trains one setting per run.")
@@ -120,11 +143,13 @@ def resolve(args) -> Launch:
 
 
 def run(args) -> int:
+    interrupts.check()  # a Ctrl-C while Python loaded (see the top of this module)
     launch = resolve(args)
     host = launch.env not in envs.names() and is_host_env(launch.env)
     # Parsed before JAX starts; jax.distributed must be initialized before any JAX computation.
     devices = distributed.parse_devices(args.devices)
-    distributed.initialize(args.coordinator, args.num_processes, args.process_id, args.distributed)
+    distributed.initialize(args.coordinator, args.num_processes, args.process_id, args.distributed,
+                           launch.settings.bind)
     mesh = distributed.make_mesh(devices)
     if host:
         from jppo.host_loop import driver  # imported once jax.distributed is up (see above)
@@ -152,15 +177,18 @@ def main(argv=None) -> int:
 
 def _main(args) -> int:
     try:
-        return run(args)
+        with interrupts.stopping():
+            return run(args)
     except UserError as err:
         print(f"jppo: error: {err}", file=sys.stderr)
         return 2
     except RunFault as fault:
         print(f"jppo: error: {fault}", file=sys.stderr)
         return fault.code
-    except KeyboardInterrupt:
-        return 130
+    except KeyboardInterrupt as stop:
+        if isinstance(stop, interrupts.Interrupted) and not stop.noted and not args.quiet:
+            print(f"jppo: {stop.what} before training began; nothing to save.", file=sys.stderr)
+        return getattr(stop, "exit_code", 130)
 
 
 if __name__ == "__main__":

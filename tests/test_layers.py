@@ -9,11 +9,14 @@ import pathlib
 import pytest
 
 PACKAGE = pathlib.Path(__file__).resolve().parent.parent / "jppo"
-BASE = {"errors", "files", "version"}  # standard library only; every layer but core/envs may use them
+# Standard library only; every layer but core/envs may use them. interrupts (Ctrl-C and SIGTERM
+# as a flag the loops read at safe points) sits here because both drivers, the CLI and the
+# host loop's waits for Unity (unity_env, not a driver) must read the same flag.
+BASE = {"errors", "files", "version", "interrupts"}
 
 # layer -> the layers it may import (its own modules are always allowed).
 RULES = {
-    "errors": set(), "files": set(), "version": set(),
+    "errors": set(), "files": set(), "version": set(), "interrupts": set(),
     "core": set(), "envs": set(),
     "distributed": {"errors"},
     "onnx": {"core"} | BASE,

@@ -19,6 +19,10 @@ SCHEDULES = ("linear", "constant")
 LOSSES = ("clip", "kl_penalty", "a2c")
 NETWORKS = ("mlagents", "seed", "cleanrl")
 
+# Array sizes and Optax's step counter are int32: integer settings and the schedules' horizon
+# (total Adam steps) must fit.
+INT32_MAX = 2**31 - 1
+
 # Floats a sweep may vary (pytree leaves); every other field is static.
 SWEEPABLE = ("learning_rate", "beta", "epsilon", "lambd", "gamma", "strength",
              "value_coef", "kl_target", "kl_coef")
@@ -136,12 +140,12 @@ def _fail(name: str, value, allowed: str):
     raise ConfigError(f"{name} = {value!r} is not allowed; {name} must be {allowed}.")
 
 
-def _check_int(cfg, name: str, minimum: int):
+def _check_int(cfg, name: str, minimum: int, maximum: int = INT32_MAX):
     value = getattr(cfg, name)
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
         _fail(name, value, f"an integer >= {minimum}")
-    if value < minimum:
-        _fail(name, value, f"an integer >= {minimum}")
+    if value > maximum:
+        _fail(name, value, f"an integer from {minimum} to {maximum}")
 
 
 def _check_float(cfg, name: str, allowed: str, ok):
@@ -167,11 +171,18 @@ def _check_bool(cfg, name: str):
 
 def _validate(cfg: PPOConfig):
     for name in ("batch_size", "buffer_size", "num_epoch", "hidden_units", "num_layers",
-                 "time_horizon", "max_steps"):
+                 "time_horizon"):
         _check_int(cfg, name, 1)
+    _check_int(cfg, "max_steps", 1, 2**62)  # steps are counted in int64
     if cfg.batch_size > cfg.buffer_size:
         raise ConfigError(f"batch_size = {cfg.batch_size} is larger than buffer_size = "
                           f"{cfg.buffer_size}; batch_size must be <= buffer_size.")
+    if cfg.total_adam_steps(cfg.buffer_size) > INT32_MAX:
+        raise ConfigError(f"max_steps = {cfg.max_steps} is not allowed with buffer_size = "
+                          f"{cfg.buffer_size}, batch_size = {cfg.batch_size}, num_epoch = "
+                          f"{cfg.num_epoch}: it takes {cfg.total_adam_steps(cfg.buffer_size):,} "
+                          f"Adam steps, more than the optimizer's int32 step counter holds "
+                          f"({INT32_MAX:,}); lower max_steps or raise batch_size.")
     _check_float(cfg, "learning_rate", "a number > 0", lambda v: v > 0)
     _check_float(cfg, "beta", "a number >= 0", lambda v: v >= 0)
     _check_float(cfg, "epsilon", "a number in (0, 1)", lambda v: 0 < v < 1)

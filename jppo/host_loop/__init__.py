@@ -8,6 +8,6 @@ updates), meeting (the processes of a multi-process run meet once per update), s
 (the update over a mesh), faults (how a run stops), and driver (setup, loop, finish of a run,
 with ``jppo.runs`` for its folder).
 
-May import: ``jppo.core``, ``jppo.distributed``, ``jppo.errors``; only ``driver`` imports
-``jppo.runs``. Never the JAX loop or a CLI.
+May import: ``jppo.core``, ``jppo.distributed``, ``jppo.errors``, ``jppo.interrupts``; only
+``driver`` imports ``jppo.runs``. Never the JAX loop or a CLI.
 """

@@ -71,7 +71,7 @@ def make_vec_env(settings, env: str, workers: int, log_folder: pathlib.Path | No
                        timeout_wait=settings.timeout_wait, time_scale=settings.time_scale,
                        environment_parameters=settings.environment_parameters,
                        log_folder=None if log_folder is None else str(log_folder),
-                       first_worker=first_worker)
+                       first_worker=first_worker, bind=settings.bind or "localhost")
 
 
 def pick_behavior(vec: VecEnv, behavior: str, env: str) -> Behavior:

@@ -44,15 +44,16 @@ import flax.struct
 import jax
 import numpy as np
 
-from jppo import distributed
+from jppo import distributed, interrupts
 from jppo.core.update import TrainState, init_train_state
 from jppo.errors import RunFault
 from jppo.host_loop import connect, meeting, sharded_update
 from jppo.host_loop.acting import Acting
-from jppo.host_loop.faults import Interrupted, Stop, finite, stop_note
+from jppo.host_loop.faults import Interrupted, Stop
 from jppo.host_loop.trajectories import TrajectoryAssembler, UpdateBuffer
 from jppo.host_loop.vec_env import Actions, EnvFault, VecEnv
 from jppo.runs import checkpoint, folder as run_folder, report, session
+from jppo.runs.checkpoint import finite
 from jppo.runs.folder import write_configuration
 from jppo.runs.launch import Launch
 from jppo.runs.progress import ProgressDisplay
@@ -99,17 +100,22 @@ def run(launch: Launch, mesh=None) -> dict:
     workers = connect.num_workers(launch.settings, launch.env)
     connect.check_shares(launch.settings, launch.env, workers)
     layout = sharded_update.make_layout(mesh, launch.settings.ppo, launch.split_minibatches)
-    host_run = HostRun(launch, workers, layout)
-    # tensorboardX imports torch where it is installed (seconds): done while Unity connects
-    # rather than while it waits for the first actions.
-    host_run.background(importlib.import_module, "tensorboardX")
-    with host_run.display:
+    with interrupts.stopping():
+        host_run = HostRun(launch, workers, layout)
         try:
-            host_run.setup()
-            host_run.loop()
+            # tensorboardX imports torch where it is installed (seconds): done while Unity
+            # connects rather than while it waits for the first actions.
+            host_run.background(importlib.import_module, "tensorboardX")
+            with host_run.display:
+                try:
+                    host_run.setup()
+                    host_run.loop()
+                finally:
+                    host_run.close()
+            return host_run.finish()
         finally:
-            host_run.close()
-    return host_run.finish()
+            if host_run.folder is not None:
+                host_run.folder.release()
 
 
 class HostRun:
@@ -136,6 +142,7 @@ class HostRun:
         self.local_steps = 0  # this process's decisions since the run (re)started
         self.unsent = meeting.EpisodeSums()  # episodes not yet told to the other processes
         self.in_collective = False  # inside a collective: a Ctrl-C cannot be told to the others
+        self._what = "interrupted"  # how the run was asked to stop (Ctrl-C, SIGTERM)
         self._pool = concurrent.futures.ThreadPoolExecutor(2)
         # Set by setup: what the run connected to, and what it trains and acts with.
         self.reports: list = []  # each worker's first report
@@ -257,6 +264,7 @@ class HostRun:
         self.complete = self.steps >= config.max_steps
         try:
             while not self.complete:
+                interrupts.check()  # Ctrl-C, SIGTERM: stop here, between steps
                 # 1. One policy call for every deciding agent of the workers that reported.
                 ready = sorted(reports)
                 steps_of = {w: reports[w].get(self.behavior.name) for w in ready}
@@ -316,16 +324,22 @@ class HostRun:
                     break
                 reports = self._wait()
         except Stop as stop:
-            self._stopped(stop)
+            if interrupts.pending() is None:
+                self._stopped(stop)  # raises
+            # SIGTERM reached Unity too (Slurm signals every process of the job): the run was
+            # asked to stop, and the environment's end is not its fault.
+            asked = interrupts.Interrupted(interrupts.pending())
+            self._interrupted(asked)
+            raise asked from None
         except Interrupted:
             raise
-        except KeyboardInterrupt:
-            self._interrupted()
+        except KeyboardInterrupt as stop:
+            self._interrupted(stop)
             raise
         finally:
             self.train_s = time.perf_counter() - started
             if self.log is not None:
-                self.log.close()
+                self._write(self.log.close)
 
     def _learn(self) -> None:
         """One update on this process's share of the buffer (every process at once)."""
@@ -338,9 +352,13 @@ class HostRun:
         if self.processes > 1:  # not addressable as a whole: this process's copy (waits for it)
             self._last_metrics = distributed.fetch_replicated(self._last_metrics)
         self.in_collective = False
+        self.updates += 1
+        if not finite(distributed.local_replica(self.state)):  # never acted with, never saved
+            raise Stop(f"training diverged: update {self.updates} (at step {self.steps}) made the "
+                       "policy NaN or Inf (lower the learning rate, or check the rewards and "
+                       "observations)", 1, diverged=True)
         self.acting.use(self.state.params, self.state.normalizer)
         self.period.metrics.append(self._last_metrics)
-        self.updates += 1
 
     def _wait(self):
         try:
@@ -352,20 +370,30 @@ class HostRun:
             raise Stop.of(fault) from None
 
     def _save(self) -> None:
-        """Process 0 writes its copy of the (replicated) state; the others note the step."""
+        """Process 0 writes its copy of the (replicated) state, TensorBoard flushed first so
+        the summaries up to a checkpoint are on disk with it; the others note the step."""
         if self.main:
             state = HostState(distributed.local_replica(self.state), np.asarray(self.steps, np.int64),
                               np.asarray(self.updates, np.int64))
-            checkpoint.save(self.folder.path, self.steps, state, self.meta,
-                            self.settings.keep_checkpoints)
+            self._write(self.log.flush)
+            self._write(checkpoint.save, self.folder.path, self.steps, state, self.meta,
+                        self.settings.keep_checkpoints)
         self.saved_at = self.steps
+
+    def _write(self, write, *args):
+        """``write(*args)``; a full disk or another write failure is one sentence (exit 1)."""
+        try:
+            return write(*args)
+        except OSError as err:
+            raise report.write_failure(err, self.settings.run_id, self.steps,
+                                       self.saved_at) from None
 
     def _summarize(self, now: float) -> None:
         row = self.period.row(self.steps, now, self._last_metrics)
         self.period = _Period(now, self.steps)
         self.history.append([row])
         if self.main:
-            self.log.write(self.steps, now - self._elapsed0, [row])
+            self._write(self.log.write, self.steps, now - self._elapsed0, [row])
         self.display.log(self.steps, now - self._elapsed0, row["cumulative_reward"], row["reward_std"])
 
     def _last_reward(self) -> float:
@@ -409,9 +437,11 @@ class HostRun:
             raise RunFault(self._stop_note(stop.cause, stop.diverged), stop.code) from None
         self._meet(self._status(stop))  # raises for every process
 
-    def _interrupted(self) -> None:
-        """Ctrl-C: save (process 0) and tell the other processes, unless it came in the middle
-        of a collective, which the others cannot finish without this process."""
+    def _interrupted(self, stop: KeyboardInterrupt) -> None:
+        """Ctrl-C or SIGTERM: save (process 0) and tell the other processes, unless it came in
+        the middle of a collective, which the others cannot finish without this process."""
+        self._what = getattr(stop, "what", "interrupted")
+        stop.noted = True
         if self.processes == 1:
             self._note_interrupted(None)
         elif self.in_collective:
@@ -425,11 +455,17 @@ class HostRun:
                 pass
 
     def _note_interrupted(self, by: int | None) -> None:
-        if self.steps != self.saved_at and finite(distributed.local_replica(self.state)):
+        what = "interrupted" if by is not None else self._what
+        progressed = self.steps > max(self.saved_at, self.start_step)
+        if progressed and finite(distributed.local_replica(self.state)):
             self._save()
+            note = "checkpoint saved. Continue with --resume."
+        elif self.saved_at >= 0:
+            note = f"the checkpoint of step {self.saved_at} stands. Continue with --resume."
+        else:
+            note = "nothing to save yet."
         who = "" if by is None else f"process {by} was interrupted; "
-        self.display.message(f"{who}interrupted at step {self.steps}; checkpoint saved. "
-                             "Continue with --resume.")
+        self.display.message(f"{who}{what} at step {self.steps}; {note}")
 
     def _stop_note(self, cause: str, diverged: bool) -> str:
         """The stop's sentence; saves a checkpoint first where the run progressed since the
@@ -438,7 +474,7 @@ class HostRun:
                      and finite(distributed.local_replica(self.state)))
         if saved_now:
             self._save()
-        return stop_note(cause, self.settings.run_id, self.steps, self.saved_at, saved_now)
+        return report.stop_note(cause, self.settings.run_id, self.steps, self.saved_at, saved_now)
 
     # ------------------------------------------------------------------ finish
 
@@ -446,8 +482,9 @@ class HostRun:
         if self.vec is not None:
             self.vec.close()
             self.vec = None
-        # A compile still running in the background is not waited for (the process may go on).
-        self._pool.shutdown(wait=False, cancel_futures=True)
+        # A compile still running in the background is waited for: XLA crashes a process that
+        # exits while it compiles, and an interrupted compile leaves JAX unusable.
+        self._pool.shutdown(wait=True, cancel_futures=True)
 
     def finish(self) -> dict:
         extra = {}
@@ -459,7 +496,7 @@ class HostRun:
         outcome = report.Outcome(self.launch.env, self.workers, self.history, self.steps,
                                  self.steps - self.start_step, self.compile_s, self.train_s,
                                  self.complete, extra)
-        return report.finish(self.settings, self.folder, outcome, self.display)
+        return self._write(report.finish, self.settings, self.folder, outcome, self.display)
 
 
 __all__ = ["HostRun", "HostState", "run"]

@@ -1,14 +1,11 @@
-"""How a host run stops: what a fault means for the exit code, and the one sentence that says
-what happened and what became of the checkpoints.
+"""How a host run stops: what a fault means for the exit code (the sentence that says what
+became of the checkpoints is ``jppo.runs.report.stop_note``, shared with the JAX loop).
 
 Exit code 2 where the user has to change something before training can start (nothing
 listening, port in use, several behaviors, wrong shapes, a checkpoint that does not fit), 1
 where a running environment failed (it died, froze, or sent NaN or Inf) or training diverged.
 """
 from __future__ import annotations
-
-import jax
-import numpy as np
 
 from jppo.host_loop.vec_env import EnvFault
 
@@ -39,22 +36,4 @@ class Interrupted(KeyboardInterrupt):
     saved."""
 
 
-def finite(tree) -> bool:
-    """Whether every array of ``tree`` is finite: only a finite train state is saved."""
-    return all(bool(np.isfinite(np.asarray(x)).all()) for x in jax.tree_util.tree_leaves(tree))
-
-
-def stop_note(cause: str, run_id: str, step: int, saved_at: int, saved_now: bool) -> str:
-    """``cause`` and what became of the checkpoints, in one sentence: saved at ``step`` just
-    now, or the last one (``saved_at``; -1: none yet) intact."""
-    run = f"run {run_id!r}"
-    if saved_now:
-        return (f"{cause}; {run} stopped at step {step}, saved there: continue with --resume "
-                "once the environment works again.")
-    if saved_at >= 0:
-        return (f"{cause}; {run} stopped at step {step}, its last checkpoint (step {saved_at}) "
-                "is intact: continue with --resume.")
-    return f"{cause}; {run} stopped before its first checkpoint: start it again with --force."
-
-
-__all__ = ["Interrupted", "SETUP_KINDS", "Stop", "finite", "stop_note"]
+__all__ = ["Interrupted", "SETUP_KINDS", "Stop"]

@@ -22,10 +22,16 @@ does not hold the others. The figures behind both choices are in benchmarks/READ
 
 The policy's raw Gaussian sample is what the trainer stores and scores; Unity receives
 ``clamp(a, -3, 3) / 3``. Discrete actions go as ``[n, 1]`` int32.
+
+Each worker's gRPC server, which Unity connects to, listens on ``bind`` (localhost unless the
+user asks otherwise: mlagents-envs listens on every interface, an unauthenticated service open
+to the network). Every wait for the workers looks at ``jppo.interrupts`` a few times a second,
+so Ctrl-C and SIGTERM stop a run that waits for Unity at once.
 """
 from __future__ import annotations
 
 import pathlib
+import signal
 import socket
 import subprocess
 import sys
@@ -35,14 +41,22 @@ from typing import Mapping
 
 import numpy as np
 
+from jppo import interrupts
 from jppo.host_loop.vec_env import Actions, AgentSteps, BehaviorSpec, EnvFault, VecEnv, order_actions, to_unit_range
 
 WORKER_SCRIPT = pathlib.Path(__file__).with_name("unity_worker.py")
 EDITOR_PORT = 5004  # UnityEnvironment.DEFAULT_EDITOR_PORT
 BUILD_PORT = 5005  # UnityEnvironment.BASE_ENVIRONMENT_PORT
-# A worker's own timeouts (UnityEnvironment's timeout_wait) come first; this margin only
-# catches a worker that hangs outside them.
-_GRACE_S = 30.0
+# A worker's own timeouts (UnityEnvironment's timeout_wait) come first; these margins only
+# catch a worker process that hangs outside them (then the sentence says how long it was
+# waited for). Starting includes the worker's import of mlagents-envs (seconds on a busy
+# machine); a step's answer is on its way within a second of Unity's.
+_START_GRACE_S = 30.0
+_STEP_GRACE_S = 5.0
+# How often a wait for the workers looks for Ctrl-C or SIGTERM.
+_POLL_S = 0.2
+# A worker answers "close" within milliseconds unless it is inside one of Unity's waits.
+_CLOSE_WAIT_S = 2.0
 
 
 class _Worker:
@@ -58,20 +72,41 @@ class _Worker:
         self.conn.send(settings)
         self.decision_ids: dict[str, np.ndarray] = {}
         self.deadline: float | None = None  # set while a step is outstanding
+        self.sent_at = time.monotonic()  # when the outstanding step was asked for
         self.alive = True
+        self.frozen = False  # it stopped answering: not waited for on close
 
-    def close(self, timeout: float) -> None:
-        """Ask the worker to close its UnityEnvironment (after any step in flight) and exit."""
-        deadline = time.monotonic() + timeout
-        if self.alive:
-            self.alive = False
+    def ask_to_close(self) -> None:
+        """Ask the worker to close its UnityEnvironment (after any step in flight) and exit; a
+        frozen worker is killed at once."""
+        if self.frozen:
+            self.process.kill()
+        elif self.alive:
             try:
                 self.conn.send(("close",))
-                while self.conn.poll(max(0.0, deadline - time.monotonic())):
-                    if self.conn.recv()[0] in ("closed", "error"):
-                        break
-            except (OSError, EOFError):
+            except OSError:
                 pass
+
+    def closed(self) -> bool:
+        """Whether the worker has said it closed (or is gone); reads what it sends meanwhile."""
+        if not self.alive or self.frozen:
+            return True
+        try:
+            while self.conn.poll(0):
+                if self.conn.recv()[0] in ("closed", "error"):
+                    self.alive = False
+        except (OSError, EOFError):
+            self.alive = False
+        return not self.alive
+
+    def close_now(self) -> None:
+        """A worker still inside one of Unity's waits (connecting, a step) reads "close" only
+        once the wait ends, up to --timeout-wait later: SIGUSR1 ends the wait and the worker."""
+        if self.alive and not self.frozen and self.process.poll() is None:
+            self.process.send_signal(getattr(signal, "SIGUSR1", signal.SIGTERM))
+        self.alive = False
+
+    def end(self, deadline: float) -> None:
         self.conn.close()
         try:
             self.process.wait(max(0.1, deadline - time.monotonic()))
@@ -89,7 +124,7 @@ class UnityVecEnv(VecEnv):
     def __init__(self, file_name: str | None, num_workers: int = 1, base_port: int | None = None, *,
                  seed: int = 0, no_graphics: bool = False, timeout_wait: float = 60.0,
                  time_scale: float = 20.0, environment_parameters: dict | None = None,
-                 log_folder: str | None = None, first_worker: int = 0):
+                 log_folder: str | None = None, first_worker: int = 0, bind: str = "localhost"):
         self.first_worker = first_worker
         self.file_name = None if file_name is None else str(file_name)
         self.num_workers = num_workers
@@ -101,7 +136,7 @@ class UnityVecEnv(VecEnv):
         self._settings = dict(file_name=self.file_name, no_graphics=no_graphics, time_scale=time_scale,
                               timeout_wait=int(max(1, round(timeout_wait))),
                               environment_parameters=dict(environment_parameters or {}),
-                              log_folder=log_folder)
+                              log_folder=log_folder, bind=bind)
         self._seed = seed
         self._workers: list[_Worker] = []
 
@@ -118,7 +153,7 @@ class UnityVecEnv(VecEnv):
             raise RuntimeError("UnityVecEnv.reset: the workers are running already")
         # Starting: UnityEnvironment waits timeout_wait for Unity to connect, then as long
         # again for the answer to the first reset.
-        deadline = time.monotonic() + 2 * self.timeout_wait + _GRACE_S
+        deadline = time.monotonic() + 2 * self.timeout_wait + _START_GRACE_S
         for i in range(self.num_workers):
             editor = self.file_name is None
             number = self.first_worker + i
@@ -149,14 +184,25 @@ class UnityVecEnv(VecEnv):
                 worker.conn.send(("step", payload))
             except OSError:
                 pass  # a dead worker is reported by receive, with its cause
-            worker.deadline = time.monotonic() + self.timeout_wait + _GRACE_S
+            worker.sent_at = time.monotonic()
+            worker.deadline = worker.sent_at + self.timeout_wait + _STEP_GRACE_S
 
     def receive(self) -> dict[int, dict[str, AgentSteps]]:
         return self._receive(starting=False)
 
     def close(self) -> None:
+        """Every worker is asked to close at once; those still busy in a wait for Unity after
+        ``_CLOSE_WAIT_S`` are told to stop it; after 10 s, what is left is killed."""
+        started = time.monotonic()
         for worker in self._workers:
-            worker.close(timeout=10.0)
+            worker.ask_to_close()
+        while not all(w.closed() for w in self._workers) and \
+                time.monotonic() - started < _CLOSE_WAIT_S:
+            wait([w.conn for w in self._workers if w.alive], timeout=0.05)
+        for worker in self._workers:
+            worker.close_now()
+        for worker in self._workers:
+            worker.end(started + 10.0)
         self._workers = []
 
     # ------------------------------------------------------------------ messages
@@ -168,13 +214,16 @@ class UnityVecEnv(VecEnv):
         if not pending:
             raise RuntimeError("UnityVecEnv.receive: no worker is stepping")
         while True:
+            interrupts.check()
             first = min(w.deadline for w in pending.values())
-            ready = wait(list(pending), timeout=max(0.0, first - time.monotonic()))
+            ready = wait(list(pending), timeout=min(_POLL_S, max(0.0, first - time.monotonic())))
             if ready:
                 break
-            late = next(w for w in pending.values() if w.deadline <= time.monotonic())
-            late.alive = False
-            raise self._fault(late.index, "timeout", "no reply from the worker process", starting)
+            late = [w for w in pending.values() if w.deadline <= time.monotonic()]
+            if late:
+                late[0].alive, late[0].frozen = False, True
+                raise self._fault(late[0].index, "timeout", "no reply from the worker process",
+                                  starting, waited=time.monotonic() - late[0].sent_at)
         out = {}
         for conn in ready:
             worker = pending[conn]
@@ -220,9 +269,12 @@ class UnityVecEnv(VecEnv):
             out[name] = steps
         return out
 
-    def _fault(self, worker: int, kind: str, text: str, starting: bool) -> EnvFault:
+    def _fault(self, worker: int, kind: str, text: str, starting: bool,
+               waited: float | None = None) -> EnvFault:
+        """The sentence for a worker's failure. ``waited``: how long the trainer itself waited
+        for a worker that never answered (its own timeout_wait did not fire), said as it is."""
         where = self._where(worker)
-        wait_s = f"{self.timeout_wait:g} s"
+        wait_s = f"{self.timeout_wait:g} s" if waited is None else f"{waited:.0f} s"
         if kind == "timeout" and starting:
             if self.file_name is None:
                 message = (f"nothing connected on port {self.port(worker)} within {wait_s}: start "
@@ -232,6 +284,9 @@ class UnityVecEnv(VecEnv):
                 message = (f"{where} did not answer within {wait_s} after starting "
                            f"{self.file_name!r}: check that it is a build of a scene with "
                            "ML-Agents, or raise --timeout-wait")
+        elif kind == "timeout" and waited is not None:
+            message = (f"{where} stopped answering for {wait_s}: its worker process hung (Unity's "
+                       f"own {self.timeout_wait:g} s timeout never fired)")
         elif kind == "timeout":
             message = (f"{where} stopped answering for {wait_s}: Unity crashed, froze or was "
                        "closed")

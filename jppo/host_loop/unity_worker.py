@@ -18,6 +18,14 @@ the time and memory ``import jppo`` takes (benchmarks/README.md). It talks over 
 with the first report and whenever the set of behaviors changes. The Python side of the
 protocol (protobuf parsing in pure Python) holds the GIL, so one
 process per worker is what lets several Unity instances be served in parallel.
+
+The gRPC server Unity connects to listens on the settings' ``bind`` address (mlagents-envs'
+own ``RpcCommunicator`` listens on every interface, "[::]"). The worker ignores SIGINT and
+SIGTERM (a terminal's Ctrl-C and Slurm's SIGTERM reach the whole process group): the trainer
+decides when it stops, after saving its checkpoint. SIGUSR1 is the trainer's "close now" for a
+worker inside one of Unity's waits (connecting, a step): the wait ends, the environment closes
+without waiting for a build to quit, the worker exits. mlagents-envs' ``atexit`` hook, which
+printed a traceback when UnityEnvironment never started (a port in use), does nothing then.
 """
 import os
 import sys
@@ -35,8 +43,60 @@ from multiprocessing.connection import Connection  # noqa: E402
 import numpy as np  # noqa: E402
 
 
-def _make_env(settings: dict):
+class _CloseNow(Exception):
+    """The trainer sent SIGUSR1: stop waiting for Unity and exit."""
+
+
+_closing = False
+
+
+def _close_now(signum, frame):
+    global _closing
+    _closing = True
+    raise _CloseNow
+
+
+def _bound_environment(host: str):
+    """``UnityEnvironment`` whose gRPC server listens on ``host`` only (same options and
+    checks as mlagents-envs' own server otherwise)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import grpc
+    from mlagents_envs import rpc_communicator as rpc
+    from mlagents_envs.communicator_objects.unity_to_external_pb2_grpc import (
+        add_UnityToExternalProtoServicer_to_server)
     from mlagents_envs.environment import UnityEnvironment
+    from mlagents_envs.exception import UnityWorkerInUseException
+
+    class BoundCommunicator(rpc.RpcCommunicator):
+        def create_server(self):
+            self.check_port(self.port)  # mlagents-envs' test that nothing holds the port
+            try:
+                self.server = grpc.server(thread_pool=ThreadPoolExecutor(max_workers=10),
+                                          options=(("grpc.so_reuseport", 1),))
+                self.unity_to_external = rpc.UnityToExternalServicerImplementation()
+                add_UnityToExternalProtoServicer_to_server(self.unity_to_external, self.server)
+                address = f"[{host}]" if ":" in host else host
+                if not self.server.add_insecure_port(f"{address}:{self.port}"):
+                    raise OSError(f"cannot listen on {address}:{self.port}")
+                self.server.start()
+                self.is_open = True
+            except Exception:
+                raise UnityWorkerInUseException(self.worker_id) from None
+
+    class BoundEnvironment(UnityEnvironment):
+        def _get_communicator(self, worker_id, base_port, timeout_wait):
+            return BoundCommunicator(worker_id, base_port, timeout_wait)
+
+        def _close(self, timeout=None):
+            if not hasattr(self, "_communicator"):  # never started (the port was in use)
+                return
+            super()._close(0 if _closing else timeout)  # closing now: a build is killed at once
+
+    return BoundEnvironment
+
+
+def _make_env(settings: dict):
     from mlagents_envs.side_channel.engine_configuration_channel import EngineConfigurationChannel
     from mlagents_envs.side_channel.environment_parameters_channel import EnvironmentParametersChannel
 
@@ -48,7 +108,8 @@ def _make_env(settings: dict):
     parameters = EnvironmentParametersChannel()
     for name, value in settings["environment_parameters"].items():
         parameters.set_float_parameter(name, float(value))
-    return UnityEnvironment(file_name=settings["file_name"], worker_id=settings["worker_id"],
+    environment = _bound_environment(settings.get("bind", "localhost"))
+    return environment(file_name=settings["file_name"], worker_id=settings["worker_id"],
                             base_port=settings["base_port"], seed=settings["seed"],
                             no_graphics=settings["no_graphics"],
                             timeout_wait=settings["timeout_wait"],
@@ -130,7 +191,7 @@ def serve(conn: Connection) -> int:
             specs = _specs(env)
             conn.send(("steps", None if specs == sent_specs else specs, _report(env)))
             sent_specs = specs
-    except (EOFError, BrokenPipeError, ConnectionResetError):
+    except (EOFError, BrokenPipeError, ConnectionResetError, _CloseNow):
         return 0
     except Exception as error:  # reported to the trainer, which words the message
         try:
@@ -147,9 +208,15 @@ def serve(conn: Connection) -> int:
 
 
 def main(argv) -> int:
-    # Ctrl-C reaches the whole process group; the trainer decides when workers stop.
+    # Ctrl-C and SIGTERM reach the whole process group; the trainer decides when workers stop.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    return serve(Connection(int(argv[1])))
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    if hasattr(signal, "SIGUSR1"):
+        signal.signal(signal.SIGUSR1, _close_now)
+    try:
+        return serve(Connection(int(argv[1])))
+    except _CloseNow:
+        return 0
 
 
 if __name__ == "__main__":

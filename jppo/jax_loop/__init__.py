@@ -5,6 +5,7 @@ one program, chunked, vmapped over seeds and sweep members), sharding (the loop 
 devices), evaluate (whole episodes of a trained policy), setup (the environment by name), and
 driver (setup, loop, finish of a run, with ``jppo.runs`` for its folder).
 
-May import: ``jppo.core``, ``jppo.envs``, ``jppo.distributed``, ``jppo.errors``; only
+May import: ``jppo.core``, ``jppo.envs``, ``jppo.distributed``, ``jppo.errors``,
+``jppo.interrupts``; only
 ``driver`` imports ``jppo.runs``. Never the host loop or a CLI.
 """

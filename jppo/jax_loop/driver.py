@@ -5,6 +5,11 @@
 Between chunks (one summary period each) the host logs, moves the progress bar and
 checkpoints; a run stopped after a checkpoint and resumed ends exactly as if it had not stopped.
 The run folder, resuming and the end of the run are ``jppo.runs``'s, shared with the host loop.
+
+Between chunks is also where the run stops safely: Ctrl-C and SIGTERM (``jppo.interrupts``)
+are honoured there, with a checkpoint if the run progressed (every process of a multi-process
+run agrees on it there, so all save together); and a chunk that leaves a seed's train state
+NaN or Inf stops the run with one sentence, its last checkpoint (finite) intact.
 """
 from __future__ import annotations
 
@@ -15,7 +20,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jppo import distributed
+from jppo import distributed, interrupts
+from jppo.core.config import INT32_MAX
+from jppo.errors import RunFault, UserError
 from jppo.jax_loop import sharding
 from jppo.jax_loop.setup import make_env, num_envs_for
 from jppo.jax_loop.trainer import Trainer
@@ -45,15 +52,31 @@ def run(launch: Launch, mesh=None, environment=None) -> dict:
     ``environment``: a jppo ``Environment`` object to train on (``jppo.fit``), ``launch.env``
     then only its name; None: made from ``launch.env``."""
     jax_run = JaxRun(launch, mesh, environment)
-    jax_run.setup()
-    jax_run.loop()
-    return jax_run.finish()
+    with interrupts.stopping():
+        try:
+            jax_run.setup()
+            jax_run.loop()
+            return jax_run.finish()
+        finally:
+            if jax_run.folder is not None:
+                jax_run.folder.release()
+
+
+@jax.jit
+def finite_members(train) -> jax.Array:
+    """``bool[members]``: whether each member's (seed's) train state is free of NaN and Inf."""
+    leaves = [jnp.isfinite(x).reshape(x.shape[0], -1).all(axis=1)
+              for x in jax.tree_util.tree_leaves(train) if jnp.issubdtype(x.dtype, jnp.inexact)]
+    return jnp.stack(leaves).all(axis=0)
 
 
 class _NoLog:
     """Processes other than 0 train silently."""
 
     def write(self, *args):
+        pass
+
+    def flush(self):
         pass
 
     def close(self):
@@ -73,6 +96,10 @@ class _MemberLogs:
         for log, values in zip(self.logs, per_member):
             log.write(step, wall_time, [values])
 
+    def flush(self):
+        for log in self.logs:
+            log.flush()
+
     def close(self):
         for log in self.logs:
             log.close()
@@ -87,19 +114,31 @@ class JaxRun:
         self.environment = environment
         self.sweep = launch.sweep
         self.main = distributed.is_main()
+        self.folder = None
+        self.log = None
 
     # ------------------------------------------------------------------ setup
 
     def setup(self) -> None:
         settings, sweep, mesh, env_name = self.settings, self.sweep, self.mesh, self.launch.env
+        single = jax.process_count() == 1  # (several processes agree on a stop in the loop)
+        if single:
+            interrupts.check()
+        # Everything that can be refused is checked before the run folder is touched.
         env = self.environment
         if env is None:
-            env = make_env(env_name, settings.environment_parameters)  # refused before any write
+            env = make_env(env_name, settings.environment_parameters)
         self.num_envs = num_envs_for(settings.num_envs, env_name)
         distributed.check_divisible(self.num_envs, mesh)
-        self.folder = session.open_folder(self.launch)
         trainer = self.trainer = Trainer(settings.ppo, env, env.default_params, self.num_envs, mesh)
         self.spu, self.total = trainer.steps_per_update, trainer.total_iterations
+        adam_steps = self.total * settings.ppo.adam_steps_per_update(self.spu)
+        if adam_steps > INT32_MAX:
+            raise UserError(f"max_steps = {settings.ppo.max_steps} takes {adam_steps:,} Adam steps "
+                            f"({self.total:,} updates of {self.spu} steps), more than the "
+                            f"optimizer's int32 step counter holds ({INT32_MAX:,}); lower max_steps "
+                            "or raise batch_size.")
+        self.folder = session.open_folder(self.launch)
         self.chunk_length = max(1, min(settings.summary_freq // self.spu, self.total))
         self.members = sweep.members(settings.seed, settings.num_seeds) if sweep else None
         if self.members is None:
@@ -121,6 +160,8 @@ class JaxRun:
         self.done = self.first = int(np.asarray(
             distributed.fetch_replicated(self.states.updates)).reshape(-1)[0])
         self.start_step = self.done * self.spu
+        if single:
+            interrupts.check()
         if self.main:
             self._write_configuration()
         self.values = ()
@@ -172,10 +213,11 @@ class JaxRun:
         display.message(f"compiled {what} x {self.num_envs} {self.launch.env} environment(s) in "
                         f"{self.compile_s:.1f} s; {spu} steps per update, {chunk} update(s) per "
                         "summary" + where)
-        log = self._open_log()
+        self.log = log = self._open_log()
         try:
             with display:
                 while self.done < total:
+                    self._check_interrupt()
                     t = time.perf_counter()
                     active = min(chunk, total - self.done)
                     self.states, metrics = self.program(self.states, jnp.int32(active), *self.values)
@@ -185,9 +227,10 @@ class JaxRun:
                     self.train_s += dt
                     self.done += active
                     step = self.done * spu
+                    self._check_finite(step - active * spu, step)
                     per_seed = [period_row(metrics, s, active * spu / dt) for s in range(self.count)]
                     self.history.append(per_seed)
-                    log.write(step, time.perf_counter() - elapsed0, per_seed)
+                    self._write(log.write, step, time.perf_counter() - elapsed0, per_seed)
                     rewards = [p["cumulative_reward"] for p in per_seed]
                     mean_reward = (float(np.nanmean(rewards))
                                    if not all(map(math.isnan, rewards)) else math.nan)
@@ -200,31 +243,73 @@ class JaxRun:
                         saves.mark(step)
                     if stop:
                         break
-        except KeyboardInterrupt:
-            step = self.done * spu
-            if jax.process_count() > 1:
-                # The other processes cannot join a gather now; the last checkpoint stands.
-                display.message(f"interrupted at step {step}; continue with --resume from the last "
-                                f"checkpoint (step {max(self.saved_at, 0)}).")
-            else:
-                if step != self.saved_at:
-                    self._save(step)
-                display.message(f"interrupted at step {step}; checkpoint saved. Continue with "
-                                "--resume.")
+        except KeyboardInterrupt as stop:
+            self._interrupted(stop)
             raise
         finally:
-            log.close()
+            self._write(log.close)
+
+    def _check_interrupt(self) -> None:
+        """Ctrl-C or SIGTERM asked to stop: raise here, between chunks (every process at once)."""
+        if jax.process_count() == 1:
+            interrupts.check()
+        elif signum := distributed.max_over_processes(interrupts.pending() or 0):
+            raise interrupts.Interrupted(signum, everywhere=True)
+
+    def _interrupted(self, stop: KeyboardInterrupt) -> None:
+        """Save where the run progressed since its last checkpoint, and say so."""
+        stop.noted = True
+        step = self.done * self.spu
+        what = getattr(stop, "what", "interrupted")
+        if jax.process_count() > 1 and not getattr(stop, "everywhere", False):
+            # Only this process stopped: the others cannot join a gather now.
+            self.display.message(f"{what} at step {step}; continue with --resume from the last "
+                                 f"checkpoint (step {max(self.saved_at, 0)}).")
+        elif step > max(self.saved_at, self.start_step):
+            self._save(step)
+            self.display.message(f"{what} at step {step}; checkpoint saved. Continue with --resume.")
+        elif self.saved_at >= 0:
+            self.display.message(f"{what} at step {step}; the checkpoint of step {self.saved_at} "
+                                 "stands. Continue with --resume.")
+        else:
+            self.display.message(f"{what} at step {step}, before training; nothing to save.")
+
+    def _check_finite(self, before: int, step: int) -> None:
+        """A chunk that made a seed's train state NaN or Inf stops the run (never saved)."""
+        ok = np.asarray(distributed.fetch_replicated(finite_members(self.states.train)))
+        if ok.all():
+            return
+        bad = [int(i) for i in np.flatnonzero(~ok)]
+        who = (f"sweep member {bad[0]} ({self.members[bad[0]].relative_dir()})" if self.members
+               else f"seed {self.settings.seed + bad[0]}" if self.count > 1 else "the policy")
+        cause = (f"training diverged: {who} became NaN or Inf between steps {before} and {step} "
+                 "(lower the learning rate, or check the environment parameters)")
+        raise RunFault(report.stop_note(cause, self.settings.run_id, step, self.saved_at, False), 1)
 
     def _save(self, step: int) -> None:
         # With several processes the gather is a collective: every process takes part.
         host = distributed.fetch(self.states) if jax.process_count() > 1 else self.states
         if self.main:
-            checkpoint.save(self.folder.path, step, host, self.meta, self.settings.keep_checkpoints)
+            # TensorBoard first, so the summaries up to a checkpoint are on disk with it.
+            self._write(self.log.flush)
+            self._write(checkpoint.save, self.folder.path, step, host, self.meta,
+                        self.settings.keep_checkpoints)
         self.saved_at = step
+
+    def _write(self, write, *args):
+        """``write(*args)``; a full disk or another write failure is one sentence (exit 1)."""
+        try:
+            return write(*args)
+        except OSError as err:
+            raise report.write_failure(err, self.settings.run_id, self.done * self.spu,
+                                       self.saved_at) from None
 
     # ------------------------------------------------------------------ finish
 
     def finish(self) -> dict:
+        return self._write(self._finish)
+
+    def _finish(self) -> dict:
         extra = {}
         if self.mesh is not None:  # a collective: every process reports
             envs = sharding.local_env_count(self.states)

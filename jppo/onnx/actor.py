@@ -163,11 +163,30 @@ def export_onnx(path, params, normalizer: obs_norm.NormalizerState, config: PPOC
     """Build, check (``onnx.checker`` with shape inference) and atomically write the actor of
     ``params`` as an ONNX model at ``path``; returns the path. Raises before touching ``path``
     when the params do not fit the config or the graph does not check."""
+    _check_finite(params, normalizer)
     model = build_model(params, normalizer, config, action_spec, observation_size)
     onnx.checker.check_model(model, full_check=True)
-    # A model is an ordinary shared artifact (0644); written atomically, so Unity's importer
-    # never sees a half-written one. The folder must exist: an --output typo is not created.
-    return write_atomic(Path(path), model.SerializeToString(), mode=0o644, make_parents=False)
+    # Written atomically, so Unity's importer never sees a half-written model, with the
+    # permissions the user's umask gives. The folder must exist: an --output typo is not created.
+    return write_atomic(Path(path), model.SerializeToString(), make_parents=False)
+
+
+def _check_finite(params, normalizer: obs_norm.NormalizerState) -> None:
+    """``ValueError`` when a parameter or the normalizer holds NaN or Inf: such a model would
+    load in Unity and act NaN (its mean action and its samples alike)."""
+    for where, tree in (("params", params.get("params", params)), ("normalizer", normalizer._asdict())):
+        for name, leaf in _leaves(tree, where):
+            if not np.isfinite(np.asarray(leaf, np.float64)).all():
+                raise ValueError(f"{name} holds NaN or Inf (the training diverged); there is no "
+                                 "policy to export from it.")
+
+
+def _leaves(tree, prefix: str):
+    for key, value in tree.items():
+        if hasattr(value, "items"):
+            yield from _leaves(value, f"{prefix}.{key}")
+        else:
+            yield f"{prefix}.{key}", value
 
 
 # --------------------------------------------------------------------------- running it

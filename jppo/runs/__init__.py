@@ -7,5 +7,5 @@ folder (start, resume or overwrite, decided before any write), checkpoint, summa
 ONNX models, table, run_info.json).
 
 May import: ``jppo.core``, ``jppo.distributed``, ``jppo.onnx``, ``jppo.errors``,
-``jppo.files``. Never a loop: the loops import this.
+``jppo.files``, ``jppo.interrupts``. Never a loop: the loops import this.
 """

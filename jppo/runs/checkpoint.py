@@ -7,6 +7,11 @@ needed to rebuild the program that produced the state (the PPO config, the actio
 observation size, the behavior name, steps done), so a policy can be loaded without the
 original YAML. A file is first written beside its final name and then renamed over it, so a
 crash never leaves a half-written checkpoint under a real name.
+
+Only finite states are saved, and a checkpoint holding NaN or Inf (written by hand, or by an
+older version) is refused when read: a run never resumes, or exports, a diverged policy.
+The behavior name a checkpoint carries becomes the ONNX file's name on export, so it is
+checked as a file name when read (``jppo.runs.settings.check_name``).
 """
 from __future__ import annotations
 
@@ -25,6 +30,7 @@ from jppo.core.networks import ActionSpec
 from jppo.core.normalizer import NormalizerState
 from jppo.errors import UserError
 from jppo.files import write_atomic
+from jppo.runs.settings import check_name
 
 FORMAT = "jppo-checkpoint-1"
 _NAME = re.compile(r"^checkpoint-(\d+)\.msgpack$")
@@ -34,9 +40,22 @@ def directory(run_dir: str | pathlib.Path) -> pathlib.Path:
     return pathlib.Path(run_dir) / "checkpoints"
 
 
+class NonFiniteState(ValueError):
+    """A state holding NaN or Inf was given to ``save``: it is never written."""
+
+
+def finite(tree) -> bool:
+    """Whether every floating-point array of ``tree`` is finite (NaN and Inf are not)."""
+    return all(bool(np.isfinite(a).all()) for a in map(np.asarray, jax.tree_util.tree_leaves(tree))
+               if np.issubdtype(a.dtype, np.inexact))
+
+
 def save(run_dir, steps: int, state: Any, meta: dict, keep: int = 5) -> pathlib.Path:
-    """Save ``state`` (any pytree of arrays) after ``steps`` steps; keep the newest ``keep``."""
+    """Save ``state`` (any pytree of arrays) after ``steps`` steps; keep the newest ``keep``.
+    A state that is not ``finite`` raises ``NonFiniteState`` and nothing is written."""
     host = jax.device_get(state)
+    if not finite(host):
+        raise NonFiniteState(f"the state after step {int(steps)} holds NaN or Inf; it is not saved.")
     payload = {"meta": json.dumps({"format": FORMAT, "steps": int(steps), **meta}),
                "state": flax.serialization.to_state_dict(host)}
     path = directory(run_dir) / f"checkpoint-{int(steps):09d}.msgpack"
@@ -89,6 +108,8 @@ def restore(path: pathlib.Path, template: Any, check=None) -> tuple[dict, Any]:
     except Exception as err:
         raise UserError(f"checkpoint {str(path)!r} does not match this run's configuration "
                         f"({err}); resume with the settings it was saved with.") from None
+    if not finite(state):
+        raise _non_finite(path)
     return meta, state
 
 
@@ -101,6 +122,11 @@ def _saved_at(run_dir: pathlib.Path, steps: int) -> pathlib.Path:
     kept = [str(int(_NAME.match(p.name).group(1))) for p in list_checkpoints(run_dir)]
     raise UserError(f"run folder {str(run_dir)!r} has no checkpoint at step {steps}; the kept "
                     f"checkpoints are at steps: {', '.join(kept) or 'none'}.")
+
+
+def _non_finite(path: pathlib.Path) -> UserError:
+    return UserError(f"checkpoint {str(path)!r} holds NaN or Inf (a diverged run); delete it to "
+                     "resume from an earlier one, or start again with --force.")
 
 
 class SavedPolicy(NamedTuple):
@@ -124,7 +150,8 @@ def policy_meta(config: PPOConfig, action_spec: ActionSpec, observation_size: in
 
 def load_policy(run_dir, seed_index: int = 0, steps: int | None = None) -> SavedPolicy:
     """The policy of a run folder's newest checkpoint, or of the one saved after ``steps``
-    steps; member ``seed_index`` of a seed batch (or sweep)."""
+    steps; member ``seed_index`` of a seed batch (or sweep). A checkpoint whose behavior name
+    is not a safe file name, or whose policy holds NaN or Inf, is a ``UserError``."""
     run_dir = pathlib.Path(run_dir)
     if not run_dir.is_dir():
         raise UserError(f"run folder {str(run_dir)!r} does not exist; give a folder written by "
@@ -148,8 +175,15 @@ def load_policy(run_dir, seed_index: int = 0, steps: int | None = None) -> Saved
         normalizer = NormalizerState(pick(norm["count"]), pick(norm["mean"]), pick(norm["m2"]))
         config = PPOConfig(**meta["ppo"])
         spec = ActionSpec(*meta["action_spec"])
-        return SavedPolicy(config, spec, int(meta["observation_size"]), params, normalizer,
-                           str(meta["behavior"]), int(meta["steps"]))
+        policy = SavedPolicy(config, spec, int(meta["observation_size"]), params, normalizer,
+                             meta["behavior"], int(meta["steps"]))
     except (KeyError, TypeError, ValueError, IndexError) as err:
         raise UserError(f"checkpoint {str(path)!r} is corrupt or not a jppo checkpoint "
                         f"({type(err).__name__}: {err}).") from None
+    try:
+        check_name("behavior name", policy.behavior)
+    except UserError as err:
+        raise UserError(f"checkpoint {str(path)!r} is not a jppo checkpoint to trust: {err}") from None
+    if not finite((policy.params, policy.normalizer)):
+        raise _non_finite(path)
+    return policy

@@ -8,8 +8,9 @@ import math
 
 import jax
 
+from jppo.errors import RunFault
 from jppo.runs import checkpoint
-from jppo.runs.folder import RunFolder, write_json
+from jppo.runs.folder import RunFolder, describe, write_json
 from jppo.runs.progress import ProgressDisplay, summary_table
 from jppo.runs.settings import RunSettings
 from jppo.runs.summaries import plot_learning_curve, plot_sweep_comparison
@@ -30,6 +31,26 @@ class Outcome:
     train_s: float
     complete: bool  # max_steps reached
     extra_info: dict = dataclasses.field(default_factory=dict)  # devices, processes, ...
+
+
+def stop_note(cause: str, run_id: str, step: int, saved_at: int, saved_now: bool) -> str:
+    """``cause`` and what became of the checkpoints, in one sentence: saved at ``step`` just
+    now, or the last one (``saved_at``; -1: none yet) intact."""
+    run = f"run {run_id!r}"
+    if saved_now:
+        return (f"{cause}; {run} stopped at step {step}, saved there: continue with --resume "
+                "once the environment works again.")
+    if saved_at >= 0:
+        return (f"{cause}; {run} stopped at step {step}, its last checkpoint (step {saved_at}) "
+                "is intact: continue with --resume.")
+    return f"{cause}; {run} stopped before its first checkpoint: start it again with --force."
+
+
+def write_failure(err: OSError, run_id: str, step: int, saved_at: int) -> RunFault:
+    """A run that could not write its results mid-run or at its end (a full disk): one
+    sentence, exit 1, saying which checkpoint stands."""
+    return RunFault(stop_note(f"cannot write the run's results: {describe(err)}", run_id, step,
+                              saved_at, False), 1)
 
 
 def seed_rows(history: list, count: int, step: int) -> list[dict]:
@@ -134,4 +155,5 @@ def export_models(settings: RunSettings, folder: RunFolder, display: ProgressDis
     return paths
 
 
-__all__ = ["Outcome", "export_models", "finish", "finish_sweep", "run_info", "seed_rows"]
+__all__ = ["Outcome", "export_models", "finish", "finish_sweep", "run_info", "seed_rows",
+           "stop_note", "write_failure"]

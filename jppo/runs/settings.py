@@ -15,17 +15,23 @@
 
 Every mistake raises ``UserError`` with one sentence naming the key, the value and what is
 allowed; nothing here touches the file system beyond reading the YAML.
+
+The file is read by ``jppo.runs.config_file`` (YAML 1.1 as ML-Agents reads it; duplicate
+keys and alias bombs refused). An integer field given a number that is not whole
+(``2048.5``) is refused where ML-Agents would truncate it.
 """
 from __future__ import annotations
 
 import dataclasses
+import math
 import pathlib
 from typing import Any, Optional
 
 import yaml
 
 from jppo.core.config import ConfigError, PPOConfig, field_names
-from jppo.errors import UserError
+from jppo.errors import UserError, brief
+from jppo.runs.config_file import number_text, read_yaml
 
 # The main job's config: the repository's configs/3DBall.yaml.
 DEFAULT_CONFIG = pathlib.Path(__file__).resolve().parents[2] / "configs" / "3DBall.yaml"
@@ -61,6 +67,16 @@ JPPO_PPO = ("loss", "network", "value_coef", "clip_value", "max_grad_norm", "kl_
             "kl_coef", "adam_eps", "advantage_eps", "obs_clip")
 JPPO_RUN = ("env", "num_envs", "num_seeds", "seed", "timeout_wait", "export_onnx")
 
+# Seeds and worker counts reach int32 arrays and Unity's protocol (an int32 seed).
+INT32_MIN, INT32_MAX = -2**31, 2**31 - 1
+# Unity's EngineConfigurationChannel clamps the time scale to [1, 100]; a value outside is
+# refused rather than silently changed.
+TIME_SCALE_RANGE = (1.0, 100.0)
+MAX_TIMEOUT_WAIT = 86_400.0  # a day: longer means "forever" and overflows some waits
+# A name that becomes a file or folder: at most this many bytes (UTF-8), leaving room under
+# the usual 255-byte limit for suffixes such as "-seed12.onnx" and the atomic writer's ".tmp".
+MAX_NAME_BYTES = 128
+
 
 @dataclasses.dataclass(frozen=True)
 class RunSettings:
@@ -87,6 +103,9 @@ class RunSettings:
     no_graphics: bool = False
     timeout_wait: float = 60.0
     export_onnx: bool = True
+    # Where jppo's listening sockets accept connections (--bind): None is localhost for the
+    # gRPC servers Unity connects to, the --coordinator host for jax.distributed's.
+    bind: Optional[str] = None
 
     def to_yaml_dict(self) -> dict:
         """The resolved settings, written to results/<run-id>/configuration.yaml."""
@@ -103,19 +122,28 @@ def _mapping(value, path: list[str]) -> dict:
     if value is None:
         return {}
     if not isinstance(value, dict):
-        raise UserError(f"{_where(path)} must be a mapping of keys to values, not {value!r}.")
+        raise UserError(f"{_where(path)} must be a mapping of keys to values, not {brief(value)}.")
     return value
 
 
 def _check_keys(section: dict, allowed, path: list[str]):
     for key in section:
         if key not in allowed:
-            raise UserError(f"unknown key {key!r} in {_where(path) or 'the top level'}; allowed keys "
-                            f"are: {', '.join(sorted(allowed))}.")
+            raise UserError(f"unknown key {brief(key)} in {_where(path) or 'the top level'}; allowed "
+                            f"keys are: {', '.join(sorted(allowed))}.")
 
 
 def _typed(value, kind, name: str):
-    """``value`` if it has the type ``kind`` ("int", "float", "bool", "str"), else a UserError."""
+    """``value`` if it has the type ``kind`` ("int", "float", "bool", "str"), else a UserError.
+    Numbers are read as ML-Agents reads them (see the module docstring): text that spells a
+    number is that number, and an integer field takes a float whose value is whole."""
+    if kind in ("int", "float"):
+        value = number_text(value)
+    if kind == "int" and isinstance(value, float):
+        if not (math.isfinite(value) and value.is_integer()):
+            raise UserError(f"{name} = {brief(value)} is not a whole number; {name} must be an "
+                            "integer.")
+        value = int(value)
     ok = {
         "int": isinstance(value, int) and not isinstance(value, bool),
         "float": isinstance(value, (int, float)) and not isinstance(value, bool),
@@ -124,7 +152,7 @@ def _typed(value, kind, name: str):
     }[kind]
     if not ok:
         words = {"int": "an integer", "float": "a number", "bool": "true or false", "str": "a string"}
-        raise UserError(f"{name} = {value!r} has the wrong type; {name} must be {words[kind]}.")
+        raise UserError(f"{name} = {brief(value)} has the wrong type; {name} must be {words[kind]}.")
     return float(value) if kind == "float" else value
 
 
@@ -144,7 +172,7 @@ def _ppo_value(field: str, value):
 def _ignored(section: dict, kind: str, path: list[str]):
     for key, allowed in IGNORED[kind].items():
         if key in section and allowed is not None and section[key] not in (allowed, None):
-            raise UserError(f"{_where(path + [key])} = {section[key]!r} is not supported by jppo; "
+            raise UserError(f"{_where(path + [key])} = {brief(section[key])} is not supported by jppo; "
                             f"leave it out or set it to {allowed!r}.")
 
 
@@ -163,7 +191,7 @@ def parse(data: Any, source: str = "the configuration") -> RunSettings:
     _check_keys(spec, set(BEHAVIOR_CONFIG) | set(BEHAVIOR_RUN) | set(IGNORED["behavior"]) |
                 {"trainer_type", "hyperparameters", "network_settings", "reward_signals"}, path)
     if spec.get("trainer_type", "ppo") != "ppo":
-        raise UserError(f"{_where(path + ['trainer_type'])} = {spec['trainer_type']!r} is not "
+        raise UserError(f"{_where(path + ['trainer_type'])} = {brief(spec['trainer_type'])} is not "
                         "supported; jppo trains trainer_type 'ppo' only.")
     _ignored(spec, "behavior", path)
     ppo: dict = {}
@@ -231,19 +259,26 @@ def parse(data: Any, source: str = "the configuration") -> RunSettings:
 def _positive_int(value, name: str) -> int:
     value = _typed(value, "int", name)
     if value < 1:
-        raise UserError(f"{name} = {value!r} is not allowed; {name} must be an integer >= 1.")
+        raise UserError(f"{name} = {brief(value)} is not allowed; {name} must be an integer >= 1.")
     return value
 
 
 def _environment_parameters(value) -> dict:
-    """Constant environment parameters; ML-Agents' samplers and curricula are refused."""
+    """Constant environment parameters, finite numbers; ML-Agents' samplers and curricula are
+    refused. (Unity receives them as float32; a JAX environment checks its own ranges.)"""
     params = _mapping(value, ["environment_parameters"])
     out = {}
-    for name, v in params.items():
+    for key, v in params.items():
+        name = key if isinstance(key, str) and len(key) <= 60 else brief(key)
+        v = number_text(v)
         if isinstance(v, bool) or not isinstance(v, (int, float)):
-            raise UserError(f"environment_parameters.{name} = {v!r} is not supported; jppo takes "
-                            "constant numbers (samplers and curricula are not implemented).")
-        out[str(name)] = float(v)
+            raise UserError(f"environment_parameters.{name} = {brief(v)} is not supported; "
+                            "jppo takes constant numbers (samplers and curricula are not "
+                            "implemented).")
+        if not _finite(v):
+            raise UserError(f"environment_parameters.{name} = {brief(v)} is not allowed; an "
+                            "environment parameter must be a finite number.")
+        out[str(key)] = float(v)
     return out
 
 
@@ -254,18 +289,66 @@ def make_ppo_config(values: dict) -> PPOConfig:
         raise UserError(str(err)) from None
 
 
+def _finite(value) -> bool:
+    try:
+        return math.isfinite(value)
+    except OverflowError:  # an integer beyond any float
+        return False
+
+
+def check_name(what: str, value) -> str:
+    """``value`` if it can safely be one file or folder name under results/ (a run id, a
+    behavior, a sweep member's folder), else a ``UserError`` of one sentence: 1 to
+    ``MAX_NAME_BYTES`` bytes, no '/' or '\\', no control character, not starting with '.'
+    (so never '.', '..', an absolute path or a hidden file)."""
+    why = None
+    if not isinstance(value, str) or not value:
+        why = "it is empty"
+    elif "/" in value or "\\" in value:
+        why = "it contains a slash"
+    elif any(ord(c) < 32 or ord(c) == 127 for c in value):
+        why = "it contains a control character"
+    elif value.startswith("."):
+        why = "it starts with a dot"
+    elif len(value.encode("utf-8", "surrogatepass")) > MAX_NAME_BYTES:
+        why = f"it is longer than {MAX_NAME_BYTES} bytes"
+    if why:
+        raise UserError(f"{what} {brief(value)} is not allowed: {why}; a {what} names a file or "
+                        f"folder under the results folder, so it must be 1 to {MAX_NAME_BYTES} "
+                        "bytes without slashes or control characters, not starting with a dot.")
+    return value
+
+
 def validate_run(settings: RunSettings) -> RunSettings:
+    """The run's own settings checked (the PPO config checks itself): names, counts, seeds,
+    ports and Unity's numbers; one sentence per mistake."""
+    check_name("run id", settings.run_id)
+    check_name("behavior name", settings.behavior)
     for name in ("num_envs", "num_workers"):
         value = getattr(settings, name)
-        if value is not None and value < 1:
-            raise UserError(f"num_envs = {value} is not allowed; num_envs must be an integer "
-                            ">= 1.")
-    if settings.num_seeds < 1:
-        raise UserError(f"num_seeds = {settings.num_seeds} is not allowed; num_seeds must be an "
-                        "integer >= 1.")
-    if not settings.run_id or any(c in settings.run_id for c in "/\\") or settings.run_id in (".", ".."):
-        raise UserError(f"run_id = {settings.run_id!r} is not allowed; a run id is a non-empty "
-                        "name without slashes.")
+        if value is not None and not 1 <= value <= INT32_MAX:
+            raise UserError(f"num_envs = {brief(value)} is not allowed; num_envs must be an "
+                            f"integer from 1 to {INT32_MAX}.")
+    if not 1 <= settings.num_seeds <= INT32_MAX:
+        raise UserError(f"num_seeds = {brief(settings.num_seeds)} is not allowed; num_seeds must "
+                        "be an integer >= 1.")
+    last_seed = settings.seed + settings.num_seeds - 1
+    if not (INT32_MIN <= settings.seed and last_seed <= INT32_MAX):
+        raise UserError(f"seed = {brief(settings.seed)} is not allowed; seeds (seed to seed + "
+                        f"num_seeds - 1) must lie between {INT32_MIN} and {INT32_MAX}.")
+    if settings.base_port is not None and not 1 <= settings.base_port <= 65535:
+        raise UserError(f"base_port = {brief(settings.base_port)} is not allowed; a port is an "
+                        "integer from 1 to 65535.")
+    if not (_finite(settings.timeout_wait) and 0 < settings.timeout_wait <= MAX_TIMEOUT_WAIT):
+        raise UserError(f"timeout_wait = {brief(settings.timeout_wait)} is not allowed; "
+                        f"--timeout-wait is a number of seconds > 0 and <= {MAX_TIMEOUT_WAIT:g}.")
+    low, high = TIME_SCALE_RANGE
+    if not (_finite(settings.time_scale) and low <= settings.time_scale <= high):
+        raise UserError(f"time_scale = {brief(settings.time_scale)} is not allowed; --time-scale "
+                        f"is a number from {low:g} to {high:g} (Unity clamps it to that range).")
+    if settings.env is not None and not settings.env.strip():
+        raise UserError("env = '' is not allowed; give a JAX environment's name, a Unity build "
+                        "path, 'editor', or gymnasium:<id>.")
     return settings
 
 
@@ -275,26 +358,19 @@ def load(path: str | pathlib.Path) -> RunSettings:
     if not path.is_file():
         raise UserError(f"config file {str(path)!r} does not exist; give the path of a trainer "
                         "YAML such as configs/3DBall.yaml.")
+    source = f"config file {str(path)!r}"
     try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(err, "problem", None) or "it is not valid YAML"
-        raise UserError(f"config file {str(path)!r} is malformed YAML{where}: {problem}.") from None
+        text = path.read_text()
     except (OSError, UnicodeDecodeError) as err:
-        raise UserError(f"config file {str(path)!r} cannot be read: {err}.") from None
-    return parse(data, source=f"config file {str(path)!r}")
+        raise UserError(f"{source} cannot be read: {err}.") from None
+    return parse(read_yaml(text, source), source=source)
 
 
 def yaml11_float(name: str, value):
     """YAML 1.1 (PyYAML) reads ``1e-3`` as a string (it wants ``1.0e-3``); for a float field
     such text is the number it looks like."""
-    if isinstance(value, str) and (_PPO_TYPES.get(name) == "float" or name == "max_grad_norm"):
-        try:
-            return float(value)
-        except ValueError:
-            return value
+    if _PPO_TYPES.get(name) == "float" or name == "max_grad_norm":
+        return number_text(value)
     return value
 
 
@@ -314,7 +390,6 @@ def apply_overrides(settings: RunSettings, assignments: list[str]) -> RunSetting
             value = yaml.safe_load(raw)
         except yaml.YAMLError:
             value = raw
-        value = yaml11_float(name, value)
         values[name] = _ppo_value(name, value)
     if not values:
         return settings

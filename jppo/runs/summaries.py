@@ -8,7 +8,11 @@ from __future__ import annotations
 
 import csv
 import math
+import os
 import pathlib
+import socket
+import struct
+import time
 from typing import Mapping, Sequence
 
 import numpy as np
@@ -68,17 +72,61 @@ def tensorboard_dirs(run_dir: pathlib.Path, behavior: str, num_seeds: int) -> li
     return [run_dir / f"{behavior}-seed{i}" for i in range(num_seeds)]
 
 
+class _EventFile:
+    """One TensorBoard event file (TFRecord framing of tensorboardX's ``Event`` protos) written
+    from this thread: each event reaches the operating system when ``write`` returns and the
+    disk at ``flush``. (tensorboardX's ``SummaryWriter`` queues events for a thread that writes
+    them every ``flush_secs``: a crash lost up to that many seconds of summaries, and summaries
+    before a checkpoint could be missing after a resume.)"""
+
+    def __init__(self, folder: pathlib.Path, purge_step: int | None):
+        # tensorboardX imports torch where it is installed (seconds): only when a log opens.
+        from tensorboardX.proto.event_pb2 import Event, SessionLog
+        from tensorboardX.record_writer import masked_crc32c
+
+        self._Event, self._crc = Event, masked_crc32c
+        folder.mkdir(parents=True, exist_ok=True)
+        now = time.time()
+        self._file = (folder / f"events.out.tfevents.{int(now)}.{socket.gethostname()}").open("ab")
+        self._record(Event(wall_time=now, file_version="brain.Event:2"))
+        if purge_step is not None:  # TensorBoard hides this folder's events from purge_step on
+            self._record(Event(wall_time=now, step=purge_step,
+                               session_log=SessionLog(status=SessionLog.START)))
+        self._file.flush()
+
+    def _record(self, event) -> None:
+        data = event.SerializeToString()
+        header = struct.pack("<Q", len(data))
+        self._file.write(header + struct.pack("<I", self._crc(header)) + data +
+                         struct.pack("<I", self._crc(data)))
+
+    def write(self, step: int, summary) -> None:
+        self._record(self._Event(wall_time=time.time(), step=step, summary=summary))
+        self._file.flush()
+
+    def flush(self) -> None:
+        self._file.flush()
+        os.fsync(self._file.fileno())
+
+    def close(self) -> None:
+        if not self._file.closed:
+            try:
+                self.flush()
+            finally:
+                self._file.close()
+
+
 class RunLog:
     """Writes one row per seed per summary period to TensorBoard and to ``progress.csv``.
 
     On resume from step S, CSV rows after S are dropped and TensorBoard is told to purge events
-    after S, so a resumed run's summaries read as if it had never stopped.
+    after S, so a resumed run's summaries read as if it had never stopped. Every row reaches
+    the operating system when ``write`` returns (a killed process loses none); ``flush``
+    puts them on disk, which both loops do before each checkpoint, so the summaries up to a
+    checkpoint survive any crash that the checkpoint survives.
     """
 
     def __init__(self, run_dir: pathlib.Path, behavior: str, num_seeds: int, resume_step: int | None):
-        # Imported when a log opens: tensorboardX imports torch where it is installed (seconds).
-        from tensorboardX import SummaryWriter
-
         self.csv_path = run_dir / "progress.csv"
         if resume_step is not None and self.csv_path.exists():
             self._truncate_csv(resume_step)
@@ -88,8 +136,7 @@ class RunLog:
         if new_file:
             self._csv.writeheader()
         purge = None if resume_step is None else resume_step + 1
-        self._writers = [SummaryWriter(str(d), purge_step=purge, flush_secs=30)
-                         for d in tensorboard_dirs(run_dir, behavior, num_seeds)]
+        self._events = [_EventFile(d, purge) for d in tensorboard_dirs(run_dir, behavior, num_seeds)]
 
     def _truncate_csv(self, step: int):
         with self.csv_path.open(newline="") as f:
@@ -103,20 +150,29 @@ class RunLog:
         """``per_seed[i]`` maps metric names (keys of ``TAGS``) to floats; NaN means no data."""
         from tensorboardX.proto.summary_pb2 import Summary  # loaded by __init__ already
 
-        for seed, (writer, values) in enumerate(zip(self._writers, per_seed)):
-            # add_scalar would rewrite "Cumulative Reward" as "Cumulative_Reward"; ML-Agents'
-            # dashboards and scripts expect the names with spaces, so the protos are built here.
+        for seed, (events, values) in enumerate(zip(self._events, per_seed)):
+            # ML-Agents' dashboards and scripts expect the tag names with spaces
+            # ("Environment/Cumulative Reward"), which add_scalar would rewrite: built here.
             scalars = [Summary.Value(tag=TAGS[name], simple_value=float(value))
                        for name, value in values.items() if name in TAGS and not math.isnan(value)]
-            writer._get_file_writer().add_summary(Summary(value=scalars), step)
+            events.write(step, Summary(value=scalars))
             self._csv.writerow({"step": step, "seed": seed, "wall_time_s": round(wall_time, 3),
                                 **{k: values.get(k, float("nan")) for k in TAGS}})
         self._csv_file.flush()
 
+    def flush(self):
+        """Every row so far on disk (fsync): called before each checkpoint."""
+        for events in self._events:
+            events.flush()
+        self._csv_file.flush()
+        os.fsync(self._csv_file.fileno())
+
     def close(self):
-        for writer in self._writers:
-            writer.close()
-        self._csv_file.close()
+        try:
+            for events in self._events:
+                events.close()
+        finally:
+            self._csv_file.close()
 
 
 def read_curve(csv_path: pathlib.Path, metric: str = "cumulative_reward") -> dict[int, list]:

@@ -37,7 +37,7 @@ from rich.table import Table
 from jppo.core.config import SWEEPABLE, ConfigError, PPOConfig, field_names
 from jppo.errors import UserError
 from jppo.files import write_atomic
-from jppo.runs.settings import yaml11_float
+from jppo.runs.settings import check_name, yaml11_float
 
 
 @dataclasses.dataclass(frozen=True)
@@ -53,8 +53,9 @@ class Member:
 
     def relative_dir(self) -> pathlib.Path:
         """``name=value/.../seed-<seed>``: one folder level per swept name."""
-        parts = [f"{name}={format_value(value)}" for name, value in self.values.items()]
-        return pathlib.Path(*parts, f"seed-{self.seed}")
+        parts = [check_name("sweep member folder", f"{name}={format_value(value)}")
+                 for name, value in self.values.items()]
+        return pathlib.Path(*parts, check_name("seed folder", f"seed-{self.seed}"))
 
 
 @dataclasses.dataclass(frozen=True)
