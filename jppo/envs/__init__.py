@@ -16,6 +16,8 @@ _REGISTRY = {
     "Pendulum-v1": ("jppo.envs.pendulum", "Pendulum"),
     "3DBall": ("jppo.envs.ball3d", "Ball3D"),
     "3DBallHard": ("jppo.envs.ball3d", "Ball3DHard"),
+    "Basic": ("jppo.envs.basic", "Basic"),
+    "GridWorld": ("jppo.envs.gridworld", "GridWorld"),
 }
 
 

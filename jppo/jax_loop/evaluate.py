@@ -6,7 +6,7 @@ import jax.numpy as jnp
 
 from jppo.envs.base import Environment
 from jppo.core.policy import Policy
-from jppo.jax_loop.rollout import to_env_action
+from jppo.jax_loop.rollout import has_action_mask, to_env_action
 
 
 def episode_returns(env: Environment, env_params, policy: Policy, params, normalizer,
@@ -16,6 +16,8 @@ def episode_returns(env: Environment, env_params, policy: Policy, params, normal
     terminates, is truncated, or reaches ``max_steps`` decisions. Stochastic by default, as the
     rewards ML-Agents reports are."""
     space = env.action_space(env_params)
+    masked = has_action_mask(env, env_params)
+    one_agent = lambda tree: jax.tree_util.tree_map(lambda x: x[None], tree)
 
     def one(key):
         reset_key, key = jax.random.split(key)
@@ -24,10 +26,11 @@ def episode_returns(env: Environment, env_params, policy: Policy, params, normal
         def step(carry, _):
             obs, state, alive, total, length, key = carry
             key, act_key, env_key = jax.random.split(key, 3)
+            mask = one_agent(env.action_mask(state, env_params)) if masked else None
             if deterministic:
-                action = policy.mode(params, normalizer, obs[None])[0]
+                action = policy.mode(params, normalizer, one_agent(obs), mask)[0]
             else:
-                action = policy.act(params, normalizer, obs[None], act_key)[0][0]
+                action = policy.act(params, normalizer, one_agent(obs), act_key, mask)[0][0]
             obs, state, reward, terminated, truncated, _ = env.step(
                 env_key, state, to_env_action(space, action), env_params)
             total = total + jnp.where(alive, reward, 0.0)
