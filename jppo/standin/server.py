@@ -392,8 +392,9 @@ def main(argv: list[str] | None = None) -> int:
     standin.warm_up()
     _LOG.info("compiled %s; connecting to localhost:%d", args.scene, args.port)
     code = standin.run()
-    _LOG.info("exit %d: %s after %d messages; %d masked actions received", code,
-              standin.exit_reason, standin.messages, standin.masked_actions)
+    _LOG.info("exit %d: %s after %d messages; %d actions received, %d of them masked", code,
+              standin.exit_reason, standin.messages, standin.actions_received,
+              standin.masked_actions)
     return code
 
 
