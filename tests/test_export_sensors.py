@@ -189,3 +189,26 @@ def test_two_sensor_checkpoints_export_one_input_per_sensor(tmp_path):
         "version_number", "memory_size", "continuous_actions", "continuous_action_output_shape",
         "deterministic_continuous_actions", "discrete_actions", "discrete_action_output_shape",
         "deterministic_discrete_actions"]
+
+
+def test_resuming_a_one_array_3dballhard_checkpoint_on_the_two_sensor_port_is_refused(tmp_path,
+                                                                                      capsys):
+    """3DBallHard's JAX port used to concatenate its two stacks into 45 floats; a checkpoint of
+    that layout is refused by what changed, in one sentence, and left as it was."""
+    from jppo.runs.settings import DEFAULT_CONFIG
+    from jppo.train import main
+
+    run = tmp_path / "results" / "hard"
+    config = PPOConfig()
+    meta = {**checkpoint.policy_meta(config, ActionSpec.continuous(2), 45, "3DBallHard"),
+            "env": "3DBallHard", "num_envs": 12, "num_seeds": 1, "seed": 0}
+    path = checkpoint.save(run, 12000, {"train": {"step": np.zeros(())}}, meta)
+    before = path.read_bytes()
+    config_file = str(DEFAULT_CONFIG.parent / "3DBallHard.yaml")
+    assert main([config_file, "--resume", "--run-id", "hard", "--results-dir",
+                 str(tmp_path / "results"), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert err == ("jppo: error: cannot resume: the checkpoint was trained on 45 observations, "
+                   "but 3DBallHard sends sensors of shapes (27,), (18,); start it again with "
+                   "--force.\n")
+    assert path.read_bytes() == before and sorted(p.name for p in run.iterdir()) == ["checkpoints"]

@@ -247,5 +247,5 @@ def test_resuming_with_another_observation_size_is_refused(tmp_path, capsys):
         assert train(tmp_path, write_config(tmp_path), port, "--resume") == 2
     assert one_line_error(capsys) == (
         "cannot resume: the checkpoint was trained on 8 observations, but behavior "
-        "'3DBall?team=0' sends 7.")
+        "'3DBall?team=0' sends 7 observations.")
     assert digest(run / "checkpoints") == before and sorted(p.name for p in run.iterdir()) == ["checkpoints"]

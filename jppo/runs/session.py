@@ -61,6 +61,11 @@ def check_jax_resume(saved: dict, meta: dict) -> None:
         if saved.get(key) != meta[key]:
             raise UserError(f"cannot resume: the checkpoint was made with {key} = "
                             f"{saved.get(key)!r}, this command asks for {meta[key]!r}.")
+    trained, now = (observations.from_meta(m["observation_size"]) for m in (saved, meta))
+    if observations.canonical(trained) != observations.canonical(now):
+        raise UserError(f"cannot resume: the checkpoint was trained on "
+                        f"{observations.describe(trained)}, but {meta['env']} sends "
+                        f"{observations.describe(now)}; start it again with --force.")
     if saved.get("sweep") != meta.get("sweep"):
         raise UserError(f"cannot resume: the checkpoint was made with sweep = "
                         f"{saved.get('sweep')!r}, this command asks for {meta.get('sweep')!r}; "
