@@ -1,12 +1,16 @@
-"""Training throughput of two source trees side by side: ``bench_train.py`` run alternately in a
-base tree (for example a checkout of main) and in this one, the same machine state for both.
+"""Training throughput of two source trees side by side: ``bench_train.py``'s jitted loop on the
+same configs, in a base tree (for example a checkout of main) and in this one, interleaved case
+by case so that both see the same machine state.
 
-    cd benchmarks && python bench_ab.py --base /tmp/main-base [--rounds 2] [--repeats 3]
+    cd benchmarks && python bench_ab.py --base /tmp/main-base [--rounds 4] [--repeats 5]
 
-Each round runs ``bench_train.py`` once per tree (in that tree, with that tree's ``jppo`` first
-on the path); per case the best steps/s over the rounds is kept, and the ratio this tree / base
-is written to results/train_ab_<backend>.json with the machine described. Use it to check that
-a change costs the jitted loop nothing beyond noise.
+Per round and case, each tree runs once in its own process (its ``jppo`` first on the path,
+``bench_train.jppo_programs`` of that tree, best of ``--repeats`` after compiling), timed two
+ways: wall-clock steps/s, and steps per CPU second of the process (``time.process_time``, all
+its threads), which other programs on a shared machine disturb far less. Per case the best of
+the rounds is kept, and the ratios this tree / base are written to
+results/train_ab_<backend>.json with every round's figures and the machine described. Use it to
+check that a change costs the jitted loop nothing beyond noise.
 """
 from __future__ import annotations
 
@@ -20,46 +24,69 @@ import sys
 from machine import write
 
 HERE = pathlib.Path(__file__).resolve().parent.parent
+# (config, env, envs, updates): bench_train.py's CartPole (4 and 64 envs) and 3DBall cases.
+CASES = [("CartPole.yaml", "CartPole-v1", None, None), ("CartPole.yaml", "CartPole-v1", 64, None),
+         ("3DBall.yaml", "3DBall", None, 40)]
+_SNIPPET = """
+import json, sys, time
+import jax
+sys.path.insert(0, {bench!r})
+from bench_train import jppo_programs
+p = jppo_programs({config!r}, {env!r}, {envs!r}, {updates!r})
+wall, cpu = [], []
+for _ in range({repeats}):
+    w, c = time.perf_counter(), time.process_time()
+    jax.block_until_ready(p["train"]())
+    wall.append(time.perf_counter() - w)
+    cpu.append(time.process_time() - c)
+print(json.dumps({{"steps_per_second": p["steps"] / min(wall),
+                  "steps_per_cpu_second": p["steps"] / min(cpu), "num_envs": p["num_envs"],
+                  "steps": p["steps"]}}))
+"""
 
 
-def run_tree(tree: pathlib.Path, repeats: int, tag: str) -> list[dict]:
-    """One ``bench_train.py`` run inside ``tree``; its result rows."""
-    name = f"ab-{tag}"
-    env = {**os.environ, "PYTHONPATH": str(tree), "JAX_PLATFORMS": os.environ.get("JAX_PLATFORMS", "cpu")}
-    subprocess.run([sys.executable, "bench_train.py", "--repeats", str(repeats), "--name", name],
-                   cwd=tree / "benchmarks", env=env, check=True, stdout=subprocess.DEVNULL)
-    out = next((tree / "benchmarks" / "results").glob(f"{name}.json"))
-    rows = json.loads(out.read_text())["results"]
-    out.unlink()  # a scratch file of this script
-    return rows
+def run_case(tree: pathlib.Path, case: tuple, repeats: int) -> dict:
+    config, env_name, envs, updates = case
+    code = _SNIPPET.format(bench=str(tree / "benchmarks"), config=config, env=env_name, envs=envs,
+                           updates=updates, repeats=repeats)
+    env = {**os.environ, "PYTHONPATH": str(tree)}
+    out = subprocess.run([sys.executable, "-c", code], cwd=tree / "benchmarks", env=env,
+                         check=True, capture_output=True, text=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--base", required=True, help="the other source tree (repository root)")
-    parser.add_argument("--rounds", type=int, default=2)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=4)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--case", type=int, action="append",
+                        help="only CASES[i] (repeatable): 0 CartPole x4, 1 CartPole x64, 2 3DBall")
+    parser.add_argument("--name", default=None, help="results/<name>.json")
     args = parser.parse_args()
     trees = {"base": pathlib.Path(args.base).resolve(), "this": HERE}
-    best: dict = {}
-    for r in range(args.rounds):
-        for tag, tree in trees.items():
-            for row in run_tree(tree, args.repeats, f"{tag}-{r}"):
-                key = (row["env"], row["num_envs"])
-                entry = best.setdefault(key, {"env": row["env"], "num_envs": row["num_envs"],
-                                              "steps": row["steps"]})
-                entry.setdefault(tag, []).append(row["steps_per_second"])
     rows = []
-    for entry in best.values():
-        base, this = max(entry["base"]), max(entry["this"])
-        rows.append({**entry, "base_best_steps_per_second": base,
-                     "this_best_steps_per_second": this, "ratio_this_over_base": round(this / base, 3)})
-        print(f"{entry['env']} x{entry['num_envs']}: base {base} steps/s, this {this} steps/s, "
-              f"ratio {this / base:.3f}")
-    path = write(f"train_ab_{os.environ.get('JAX_PLATFORMS', 'cpu')}", {
-        "benchmark": "bench_train.py alternately in two source trees (best steps/s per case)",
+    for case in [CASES[i] for i in args.case] if args.case else CASES:
+        wall = {"base": [], "this": []}
+        cpu = {"base": [], "this": []}
+        for _ in range(args.rounds):
+            for tag, tree in trees.items():
+                got = run_case(tree, case, args.repeats)
+                wall[tag].append(round(got["steps_per_second"]))
+                cpu[tag].append(round(got["steps_per_cpu_second"]))
+        ratio = lambda d: round(max(d["this"]) / max(d["base"]), 3)
+        rows.append({"env": case[1], "num_envs": got["num_envs"], "steps": got["steps"],
+                     "steps_per_second": wall, "steps_per_cpu_second": cpu,
+                     "ratio_this_over_base_wall": ratio(wall),
+                     "ratio_this_over_base_cpu": ratio(cpu)})
+        print(f"{case[1]} x{got['num_envs']}: wall steps/s base {wall['base']} this {wall['this']}"
+              f" (best ratio {ratio(wall):.3f}); steps per CPU second base {cpu['base']} this "
+              f"{cpu['this']} (best ratio {ratio(cpu):.3f})", flush=True)
+    path = write(args.name or f"train_ab_{os.environ.get('JAX_PLATFORMS', 'cpu')}", {
+        "benchmark": "bench_train.py's jitted loop in two source trees, interleaved per case "
+                     "(each round: best of repeats; wall-clock and per CPU second of the process)",
         "base": str(trees["base"]), "rounds": args.rounds, "repeats": args.repeats,
-        "results": rows})
+        "load_average_1_5_15": [round(x, 2) for x in os.getloadavg()], "results": rows})
     print(f"wrote {path}")
 
 

@@ -202,56 +202,75 @@ class ActionDistribution:
     def _normal(self) -> distrax.Normal:
         return distrax.Normal(self.mean, self.std)
 
+    def _branch_logits(self) -> list[jax.Array]:
+        """Each branch's logits (one branch: the array itself, no slicing)."""
+        if self.spec.num_branches == 1:
+            return [self.logits]
+        return [self.logits[..., s] for s in branch_slices(self.spec.discrete_branches)]
+
     def _branches(self) -> list[distrax.Categorical]:
-        return [distrax.Categorical(logits=self.logits[..., s])
-                for s in branch_slices(self.spec.discrete_branches)]
+        return [distrax.Categorical(logits=logits) for logits in self._branch_logits()]
 
     def probs(self) -> jax.Array:
         """``[..., sum(branches)]``: each branch's probabilities, side by side."""
         return jnp.concatenate([jax.nn.softmax(self.logits[..., s], axis=-1)
                                 for s in branch_slices(self.spec.discrete_branches)], axis=-1)
 
-    def log_prob(self, actions: jax.Array) -> jax.Array:
+    def log_prob(self, actions: jax.Array, branches=None) -> jax.Array:
         """``[..., log_prob_dims]``: per continuous dimension, then per branch."""
+        branches = self._branches() if branches is None and self.logits is not None else branches
+        if self.spec.kind == "discrete" and self.spec.num_branches == 1:
+            return branches[0].log_prob(actions)[..., None]
         continuous, discrete = self.spec.split(actions)
         columns = []
         if continuous is not None:
             columns.append(self._normal().log_prob(continuous))
         if discrete is not None:
             columns += [dist.log_prob(discrete[..., i])[..., None]
-                        for i, dist in enumerate(self._branches())]
+                        for i, dist in enumerate(branches)]
         return columns[0] if len(columns) == 1 else jnp.concatenate(columns, axis=-1)
 
-    def entropy_terms(self) -> jax.Array:
+    def entropy_terms(self, branches=None) -> jax.Array:
         """Entropy columns whose mean is ML-Agents' entropy (module docstring): ``[..., c]``
         for a continuous-only action, else ``[..., 1]``."""
         if self.spec.is_continuous:
             return self._normal().entropy()
-        total = sum(dist.entropy() for dist in self._branches())
+        entropies = [dist.entropy() for dist in (branches or self._branches())]
+        total = entropies[0]
+        for more in entropies[1:]:
+            total = total + more
         if self.mean is not None:
             total = total + jnp.mean(self._normal().entropy(), axis=-1)
         return total[..., None]
+
+    def score(self, actions: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """``(log_prob(actions), entropy_terms())`` from one set of branch distributions (each
+        normalizes its logits once, for both)."""
+        branches = self._branches() if self.logits is not None else None
+        return self.log_prob(actions, branches), self.entropy_terms(branches)
 
     def mode(self) -> jax.Array:
         """The deterministic action: the Gaussian mean and each branch's most likely choice."""
         discrete = None
         if self.logits is not None:
-            discrete = jnp.stack([jnp.argmax(self.logits[..., s], axis=-1)
-                                  for s in branch_slices(self.spec.discrete_branches)], axis=-1)
+            discrete = jnp.stack([jnp.argmax(logits, axis=-1)
+                                  for logits in self._branch_logits()], axis=-1)
         return self.spec.join(self.mean, discrete)
 
     def from_noise(self, noise: jax.Array) -> jax.Array:
         """The action for ``noise [..., size]`` (``sample_noise``): ``mean + std * n`` for the
         Gaussian, ``argmax(logits + g)`` per branch for Gumbel noise g (Gumbel-max sampling:
         a masked choice, at -1e8, is never the argmax)."""
-        c = self.spec.continuous_size
+        c, spec = self.spec.continuous_size, self.spec
+        if spec.is_continuous:
+            return self.mean + self.std * noise
+        if spec.kind == "discrete" and spec.num_branches == 1:
+            return jnp.argmax(self.logits + noise, axis=-1).astype(jnp.int32)
         continuous = self.mean + self.std * noise[..., :c] if c else None
-        discrete = None
-        if self.logits is not None:
-            perturbed = self.logits + noise[..., c:]
-            discrete = jnp.stack([jnp.argmax(perturbed[..., s], axis=-1)
-                                  for s in branch_slices(self.spec.discrete_branches)], axis=-1)
-        return self.spec.join(continuous, discrete)
+        perturbed = self.logits + noise[..., c:]
+        discrete = jnp.stack([jnp.argmax(perturbed[..., s], axis=-1)
+                              for s in branch_slices(spec.discrete_branches)], axis=-1)
+        return spec.join(continuous, discrete)
 
     def sample(self, key: jax.Array) -> jax.Array:
         batch = (self.mean if self.mean is not None else self.logits).shape[:-1]

@@ -51,7 +51,8 @@ class Policy:
         the entropy over its last axis is the entropy the loss rewards
         (``ActionDistribution.entropy_terms``)."""
         dist, value = self.forward(params, normalizer, obs, mask)
-        return dist.log_prob(actions), dist.entropy_terms(), value
+        log_prob, entropy = dist.score(actions)
+        return log_prob, entropy, value
 
     def _input(self, normalizer, obs):
         return obs_norm.apply(normalizer, obs, self.obs_clip) if self.normalize else obs

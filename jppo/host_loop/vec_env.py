@@ -100,12 +100,8 @@ class BehaviorSpec:
         return ActionSpec(self.continuous_size, tuple(self.discrete_branches))
 
     def describe_actions(self) -> str:
-        parts = []
-        if self.continuous_size:
-            parts.append(f"{self.continuous_size} continuous")
-        if self.discrete_branches:
-            parts.append(f"discrete branches {list(self.discrete_branches)}")
-        return " and ".join(parts) or "no actions"
+        spec = self.action_spec()
+        return spec.describe() if spec is not None else "no actions"
 
 
 class EnvFault(Exception):
