@@ -61,13 +61,14 @@ def consecutive_ports(n: int) -> int:
     raise RuntimeError("no consecutive free ports")
 
 
-def start_standins(n: int, folder: pathlib.Path):
+def start_standins(n: int, folder: pathlib.Path, scene: str = "3DBall", agents: int | None = None):
     port = consecutive_ports(n)
     logs = [folder / f"standin-{port + i}.log" for i in range(n)]
     procs = []
     for i in range(n):
         with open(logs[i], "w") as log:
-            procs.append(launch(port + i, seed=i, connect_timeout=300, stderr=log))
+            procs.append(launch(port + i, seed=i, connect_timeout=300, stderr=log, scene=scene,
+                                agents=agents))
     while not all("connecting" in log.read_text() for log in logs):
         if any(p.poll() is not None for p in procs):
             raise RuntimeError("a stand-in did not start: " + " ".join(l.read_text() for l in logs))

@@ -5,8 +5,12 @@ episode return per summary period for every seed, then score each final policy o
 episodes (stochastic, as ML-Agents reports rewards). Writes, per environment,
 results/learning_<env>.json and a curve PNG.
 
-    python benchmarks/learning_results.py                 # CartPole x10, Pendulum x5, 3DBall x5
+    python benchmarks/learning_results.py          # CartPole x10, Pendulum x5, 3DBall x5, ...
     python benchmarks/learning_results.py --only 3DBall --seeds 5
+
+Goals: Basic, the C# example's best return (0.93: seven steps right, 7 x -0.01 + 1) within 2%;
+GridWorld, 0.9 of the best mean reward (the expected optimum over the starts the scene draws,
+``jppo.envs.gridworld.expected_optimal_return``: 0.976).
 """
 from __future__ import annotations
 
@@ -19,6 +23,8 @@ import jax.numpy as jnp
 import numpy as np
 
 import jppo
+from jppo.envs.basic import BEST_RETURN
+from jppo.envs.gridworld import expected_optimal_return
 from jppo.jax_loop.evaluate import episode_returns
 from jppo.jax_loop.setup import make_env
 from jppo.runs.settings import load
@@ -31,6 +37,8 @@ RUNS = {
     "CartPole-v1": ("CartPole.yaml", 10, 475.0, 100, 500),
     "Pendulum-v1": ("Pendulum.yaml", 5, -150.0, 1000, 200),  # returns spread 0..-400 by start
     "3DBall": ("3DBall.yaml", 5, 95.0, 48, 1000),
+    "Basic": ("Basic.yaml", 5, round(0.98 * BEST_RETURN, 4), 100, 100),
+    "GridWorld": ("GridWorld.yaml", 5, round(0.9 * expected_optimal_return(5), 4), 1000, 100),
 }
 
 

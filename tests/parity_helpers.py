@@ -48,17 +48,27 @@ GRAD_FLOOR = 1.0
 torch.set_num_threads(1)  # tiny shapes: extra threads only compete with XLA for two cores
 
 
+SPECS = {"continuous": ActionSpec.continuous(2), "discrete": ActionSpec.discrete(3),
+         "multi": ActionSpec.discrete(3, 2), "hybrid": ActionSpec.hybrid(2, (3, 2))}
+SENSORS = {1: OBS, 2: (2, 2)}  # observation_size: one array, or two sensors of 2
+
+
 @dataclasses.dataclass(frozen=True)
 class Case:
     preset: str = "seed"
-    action: str = "continuous"
+    action: str = "continuous"  # a key of SPECS: "multi" (two branches) and "hybrid" are masked
     loss: str = "clip"
     clip_value: bool = True
     max_grad_norm: Optional[float] = None
+    sensors: int = 1
 
     @property
     def spec(self) -> ActionSpec:
-        return ActionSpec.continuous(2) if self.action == "continuous" else ActionSpec.discrete(3)
+        return SPECS[self.action]
+
+    @property
+    def obs_size(self):
+        return SENSORS[self.sensors]
 
     @property
     def config(self) -> PPOConfig:
@@ -75,6 +85,14 @@ class Case:
 
 def to_torch(x) -> torch.Tensor:
     return torch.from_numpy(np.array(x))
+
+
+def torch_obs(obs):
+    return [to_torch(x) for x in obs] if isinstance(obs, tuple) else to_torch(obs)
+
+
+def torch_or_none(x):
+    return None if x is None else to_torch(x)
 
 
 def max_abs(a, b) -> float:
@@ -97,7 +115,18 @@ def tree_max_abs(a, b) -> float:
 
 def _net(case: Case) -> Case:
     # Weights and rollouts depend on the network only; sharing them saves compiles.
-    return Case(case.preset, case.action)
+    return Case(case.preset, case.action, sensors=case.sensors)
+
+
+def sensors_of(case: Case, obs):
+    """``obs [..., OBS]`` in the case's observation form: as is, or split into two sensors."""
+    return obs if case.sensors == 1 else (obs[..., :2], obs[..., 2:])
+
+
+def reference_model(case: Case, config: PPOConfig = None) -> ref.ActorCritic:
+    config = config or case.config
+    return ref.ActorCritic.for_spec(case.obs_size, case.spec, config.hidden_units,
+                                    config.num_layers, config.network)
 
 
 @functools.lru_cache(maxsize=None)
@@ -107,14 +136,12 @@ def initial_params(case: Case) -> dict:
     ``test_parity_torch``.)"""
     case = _net(case)
     torch.manual_seed(3)
-    model = ref.ActorCritic(OBS, case.spec.kind, case.spec.size, case.config.hidden_units,
-                            case.config.num_layers, case.preset)
-    return torch_to_flax(model.state_dict())
+    return torch_to_flax(reference_model(case).state_dict())
 
 
 def initial_state(case: Case) -> jppo.TrainState:
     """A fresh ``TrainState`` as ``jppo.init_train_state`` makes it, with ``initial_params``."""
-    state = jppo.init_train_state(jax.random.PRNGKey(0), case.config, OBS, case.spec,
+    state = jppo.init_train_state(jax.random.PRNGKey(0), case.config, case.obs_size, case.spec,
                                   params=initial_params(case))
     return state.replace(key=jax.random.PRNGKey(3))
 
@@ -144,15 +171,29 @@ def _rollout(case: Case, seed: int) -> Rollout:
     rng = np.random.default_rng(110 + seed)
     f32 = np.float32
     obs = (rng.standard_normal((T, B, OBS)) * [2.0, 0.5, 1.0, 3.0] + 1.0).astype(f32)
-    if case.spec.is_continuous:
-        actions = rng.standard_normal((T, B, case.spec.size)).astype(f32)
+    spec = case.spec
+    continuous = rng.standard_normal((T, B, spec.continuous_size)).astype(f32)
+    choices = np.stack([rng.integers(0, n, (T, B)) for n in spec.discrete_branches]
+                       or [np.zeros((T, B), int)], -1)
+    masks = None
+    if spec.kind == "continuous":
+        actions = continuous
+    elif spec.kind == "discrete" and spec.num_branches == 1:
+        actions = choices[..., 0].astype(np.int32)  # one branch: unmasked, as jppo always was
     else:
-        actions = rng.integers(0, case.spec.size, (T, B)).astype(np.int32)
-    log_probs, _, values = evaluate_fn(case)(initial_params(case), jppo.normalizer.init(OBS),
-                                             obs.reshape(T * B, OBS),
-                                             actions.reshape((T * B,) + actions.shape[2:]))
+        # Masks forbid about a third of the choices, never the one taken.
+        masks = rng.random((T, B, spec.mask_size)) < 0.65
+        offsets = np.cumsum((0,) + spec.discrete_branches)[:-1]
+        np.put_along_axis(masks, offsets + choices, True, axis=-1)
+        actions = (choices.astype(np.int32) if spec.kind == "discrete"
+                   else np.concatenate([continuous, choices.astype(f32)], -1))
+    flat = lambda x: None if x is None else x.reshape((T * B,) + x.shape[2:])
+    log_probs, _, values = evaluate_fn(case)(initial_params(case),
+                                             jppo.normalizer.init(case.obs_size),
+                                             sensors_of(case, flat(obs)), flat(actions), flat(masks))
     return Rollout(
-        obs=obs, actions=actions, log_probs=np.asarray(log_probs).reshape(T, B, -1),
+        obs=sensors_of(case, obs), actions=actions, action_masks=masks,
+        log_probs=np.asarray(log_probs).reshape(T, B, -1),
         values=np.asarray(values).reshape(T, B),
         rewards=(0.25 * np.tanh(obs[..., 0] - 0.5 * obs[..., 1])).astype(f32),
         dones=(rng.random((T, B)) < 0.08).astype(f32),
@@ -162,14 +203,17 @@ def _rollout(case: Case, seed: int) -> Rollout:
 
 
 def torch_rollout(r: Rollout) -> dict:
-    return {name: to_torch(value) for name, value in r._asdict().items() if value is not None}
+    convert = lambda v: [to_torch(x) for x in v] if isinstance(v, tuple) else to_torch(v)
+    return {name: convert(value) for name, value in r._asdict().items() if value is not None}
 
 
 def torch_learner(case: Case, ref_changes: dict, layer_norm_eps: float) -> ref.Learner:
     """A reference learner with the JAX initial weights and the (perturbed) config."""
     config = case.config.replace(**ref_changes)
-    learner = ref.Learner.create(config, OBS, case.spec.kind, case.spec.size, case.total_adam_steps,
-                                 layer_norm_eps)
+    spec = case.spec
+    size = spec.continuous_size or spec.discrete_branches[0]
+    learner = ref.Learner.create(config, case.obs_size, spec.kind, size, case.total_adam_steps,
+                                 layer_norm_eps, spec.discrete_branches)
     load_flax_params(learner.model, initial_params(case))
     return learner
 
@@ -183,7 +227,7 @@ def _minibatch(case: Case):
     """64 prepared samples whose stored log-probs and values are moved off the current policy,
     so the ratio and value clips are active for part of them. Returns (normalizer, Batch)."""
     r = rollout(case)
-    normalizer = jppo.normalizer.update(jppo.normalizer.init(OBS), r.obs)
+    normalizer = jppo.normalizer.update(jppo.normalizer.init(case.obs_size), r.obs)
     batch = _prepare_batch()(r)
     rng = np.random.default_rng(9)
     mb = jax.tree_util.tree_map(lambda x: np.asarray(x[:64]), batch)
@@ -218,8 +262,10 @@ def gae_errors(case: Case = Case(), ref_changes: dict = {}, **_) -> dict:
 
 
 def _flat_rollout(case: Case):
+    """(obs, actions, masks) of the rollout, flattened to ``[T * B, ...]``."""
     r = rollout(case)
-    return r.obs.reshape(T * B, OBS), r.actions.reshape((T * B,) + r.actions.shape[2:])
+    flat = lambda x: None if x is None else x.reshape((T * B,) + x.shape[2:])
+    return jax.tree_util.tree_map(flat, r.obs), flat(r.actions), flat(r.action_masks)
 
 
 @functools.lru_cache(maxsize=None)
@@ -234,10 +280,11 @@ def forward_errors(case: Case = Case(), ref_changes: dict = {}, layer_norm_eps=1
     normalizer on."""
     log_prob, entropy, value = _jax_forward(case)
     learner = torch_learner(case, ref_changes, layer_norm_eps)
-    learner.normalizer.update(to_torch(rollout(case).obs))
-    obs, actions = _flat_rollout(case)
+    learner.normalizer.update(torch_rollout(rollout(case))["obs"])
+    obs, actions, masks = _flat_rollout(case)
     with torch.no_grad():
-        t_log_prob, t_entropy, t_value = learner.evaluate(to_torch(obs), to_torch(actions))
+        t_log_prob, t_entropy, t_value = learner.evaluate(torch_obs(obs), to_torch(actions),
+                                                          torch_or_none(masks))
     return dict(log_prob=max_scaled(log_prob, t_log_prob), entropy=max_scaled(entropy, t_entropy),
                 value=max_scaled(value, t_value))
 
@@ -247,7 +294,8 @@ def _jax_loss_and_grads(case: Case):
     config, policy = case.config, jppo.make_policy(case.config, case.spec)
 
     def loss(params, normalizer, mb):
-        log_probs, entropy, values = policy.evaluate(params, normalizer, mb.obs, mb.actions)
+        log_probs, entropy, values = policy.evaluate(params, normalizer, mb.obs, mb.actions,
+                                                     mb.action_masks)
         return jppo.ppo_loss(log_probs, mb.log_probs, mb.advantages, values, mb.values,
                              mb.returns, entropy, epsilon=config.epsilon, beta=config.beta,
                              value_coef=config.value_coef, kind=config.loss,
@@ -260,10 +308,11 @@ def _jax_loss_and_grads(case: Case):
 
 def _torch_loss_and_grads(case: Case, ref_changes: dict, layer_norm_eps: float):
     learner = torch_learner(case, ref_changes, layer_norm_eps)
-    learner.normalizer.update(to_torch(rollout(case).obs))
+    learner.normalizer.update(torch_rollout(rollout(case))["obs"])
     c = learner.config
     _, mb = minibatch(case)
-    log_probs, entropy, values = learner.evaluate(to_torch(mb.obs), to_torch(mb.actions))
+    log_probs, entropy, values = learner.evaluate(torch_obs(mb.obs), to_torch(mb.actions),
+                                                  torch_or_none(mb.action_masks))
     loss, terms = ref.ppo_loss(log_probs, to_torch(mb.log_probs), to_torch(mb.advantages), values,
                                to_torch(mb.values), to_torch(mb.returns), entropy,
                                epsilon=c.epsilon, beta=c.beta, value_coef=c.value_coef,
@@ -328,8 +377,7 @@ def adam_errors(case: Case = Case(max_grad_norm=1.0), ref_changes: dict = {}, **
     """Parameters after each of ADAM_STEPS optimizer steps on the same given gradients, with
     the learning rate decaying over ADAM_TOTAL steps and (if set) global-norm clipping."""
     config = case.config.replace(learning_rate=1e-2, **ref_changes)
-    model = ref.ActorCritic(OBS, case.spec.kind, case.spec.size, config.hidden_units,
-                            config.num_layers, config.network)
+    model = reference_model(case, config)
     load_flax_params(model, initial_params(case))
     optimizer = ref.make_optimizer(model, config)
     learning_rate = ref.make_schedules(config, ADAM_TOTAL).learning_rate
@@ -372,9 +420,12 @@ def update_errors(case: Case = Case(), ref_changes: dict = {}, layer_norm_eps=1e
         ref.ppo_update(learner, torch_rollout(rollout(case, i)), order(o))
         params = torch_to_flax(learner.model.state_dict())
         errors[f"params {i}"] = tree_max_abs(state.params, params)
-        errors[f"normalizer mean {i}"] = max_abs(state.normalizer.mean, learner.normalizer.mean)
-        errors[f"normalizer variance {i}"] = max_scaled(
-            state.normalizer.m2 / state.normalizer.count, learner.normalizer.variance())
+        jax_norms = state.normalizer if case.sensors > 1 else (state.normalizer,)
+        torch_norms = learner.normalizer.parts if case.sensors > 1 else (learner.normalizer,)
+        for k, (mine, theirs) in enumerate(zip(jax_norms, torch_norms)):
+            errors[f"normalizer {k} mean {i}"] = max_abs(mine.mean, theirs.mean)
+            errors[f"normalizer {k} variance {i}"] = max_scaled(mine.m2 / mine.count,
+                                                               theirs.variance())
         errors[f"steps {i}"] = float(abs(int(state.step) - learner.step))
         errors[f"kl_coef {i}"] = abs(float(state.kl_coef) - learner.kl_coef)
     return errors

@@ -330,3 +330,12 @@ def test_real_brax_inverted_pendulum_adapts_and_steps():
         obs, state, reward, terminated, truncated, _ = step(None, state, jnp.zeros(1))
     assert obs.shape == (4,) and float(reward) == 1.0 and not bool(truncated)
     assert int(state.steps) == 3
+
+
+def test_jppo_environments_with_sensors_branches_and_hybrid_actions_are_taken_as_they_are():
+    """A tuple of Boxes (one per sensor), masked branches and hybrid actions are jppo's own
+    spaces: ``adapt`` (behind make_train and fit) must not wrap them as gymnax-like."""
+    from jppo.envs.reach import Reach
+    for env in (jppo.envs.make("GridWorld"), jppo.envs.make("Basic"), jppo.envs.make("3DBallHard"),
+                Reach()):
+        assert adapt(env) is env

@@ -230,12 +230,13 @@ def test_hard_observation_stacks_nine_frames_oldest_first_zero_filled():
             obs, s, _, te, tr, _ = HARD.step(None, s, a)
             return s, (obs, observe(s.physics), te | tr)
         obs, easy, done = jax.lax.scan(body, state, actions)[1]
-        return (jnp.concatenate([obs0[None], obs]), jnp.concatenate([observe(state.physics)[None], easy]),
-                done)
+        obs = jnp.concatenate([jnp.concatenate(obs0)[None], jnp.concatenate(obs, axis=-1)])
+        return obs, jnp.concatenate([observe(state.physics)[None], easy]), done
 
     hard, easy, done = map(np.asarray, roll())
     assert not done.any()
-    assert hard.shape == (13, 45) and HARD.observation_space().shape == (45,)
+    # Two sensors, as Unity's agent sends them: 9 stacked positions, 9 stacked rotations.
+    assert hard.shape == (13, 45) and [b.shape for b in HARD.observation_space()] == [(27,), (18,)]
     for t in range(13):
         positions, rotations = hard[t, :27].reshape(9, 3), hard[t, 27:].reshape(9, 2)
         for slot in range(9):
@@ -255,9 +256,9 @@ def test_hard_stack_is_zeroed_by_auto_reset():
     assert not bool(out.truncated)
     out = step(jax.random.PRNGKey(2), out.state)
     assert bool(out.truncated) and not bool(out.terminated)
-    final = np.asarray(out.final_obs)[:27].reshape(9, 3)
+    final = np.asarray(out.final_obs[0]).reshape(9, 3)
     assert not final[:6].any() and np.abs(final[6:]).min() > 0  # reset frame + 2 decisions
-    fresh = np.asarray(out.obs)
+    fresh = np.concatenate([np.asarray(o) for o in out.obs])
     assert not fresh[:24].any() and not fresh[27:43].any()
     np.testing.assert_array_equal(fresh[24:27], np.asarray(out.state.physics.pos))
     assert int(out.state.physics.step_count) == 0
@@ -320,8 +321,9 @@ def test_vmap_over_12_agents_with_auto_reset():
         for t in range(150):
             out = step(keys[t], state, jnp.asarray(rng.uniform(-1, 1, (12, 2)), jnp.float32))
             state = out.state
+            flat_obs = jnp.concatenate(out.obs, axis=-1) if env is HARD else out.obs
             for store, value in zip((obs, terminated, truncated, reward),
-                                    (out.obs, out.terminated, out.truncated, out.reward)):
+                                    (flat_obs, out.terminated, out.truncated, out.reward)):
                 store.append(np.asarray(value))
         obs, terminated, truncated, reward = map(np.stack, (obs, terminated, truncated, reward))
         assert obs.shape == (150, 12, width) and np.isfinite(obs).all()

@@ -118,6 +118,7 @@ def states_of(env, steps: int, action):
     ("3DBall", jax.numpy.array([1.0, -1.0]), (640, 320)),  # from the side and from above
     ("3DBallHard", jax.numpy.array([0.5, 0.5]), (640, 320)),
     ("Pendulum-v1", jax.numpy.array([2.0]), (320, 320)),
+    ("Basic", jax.numpy.int32(2), (640, 120)),  # right, one cell a step towards the large goal
 ])
 def test_every_built_in_scene_animates(tmp_path, name, action, size):
     env = make(name)
@@ -129,6 +130,20 @@ def test_every_built_in_scene_animates(tmp_path, name, action, size):
     first = np.asarray(gif.convert("RGB"), np.int16)
     gif.seek(6)
     assert np.abs(np.asarray(gif.convert("RGB"), np.int16) - first).sum() > 0
+
+
+def test_gridworld_is_drawn_where_its_state_says(tmp_path):
+    env = make("GridWorld")
+    _, state = env.reset(jax.random.PRNGKey(3))
+    state = jax.device_get(state)
+    path = render.animate([state], env.default_params, render.renderer_for("GridWorld"),
+                          tmp_path / "g.gif")
+    image = np.asarray(Image.open(path).convert("RGB"), np.int16)
+    assert image.shape == (320, 320, 3)
+    # The agent, the plus and the ex are in distinct cells; each colour is on the picture.
+    for colour in ("#4c72b0", "#55a868", "#c44e52"):
+        rgb = np.array([int(colour[i:i + 2], 16) for i in (1, 3, 5)])
+        assert (np.abs(image - rgb).sum(axis=-1) < 30).sum() > 100, colour
 
 
 def test_a_grid_scene_renderer_is_a_few_lines(tmp_path):

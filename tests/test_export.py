@@ -169,9 +169,9 @@ def test_sampled_actions_have_the_policy_mean_and_std(tmp_path, preset):
     # Put the mean at (0.4, 0.8): with sigma (0.61, 1.28) about 4% of dim 1 is clamped at +3.
     dist, _ = policy.forward(params, state, obs)
     set_head(params, bias=params["params"]["policy_head"]["bias"] + (np.array([0.4, 0.8])
-                                                                     - np.asarray(dist.mean()[0])))
+                                                                     - np.asarray(dist.mean[0])))
     dist, _ = policy.forward(params, state, obs)
-    mu, sigma = np.asarray(dist.mean()[0]), np.asarray(dist.stddev()[0])
+    mu, sigma = np.asarray(dist.mean[0]), np.asarray(dist.std[0])
     np.testing.assert_allclose(mu, [0.4, 0.8], atol=1e-5)
     np.testing.assert_allclose(sigma, np.exp([-0.5, 0.25]), rtol=1e-6)
 
@@ -204,7 +204,7 @@ def test_discrete_samples_follow_the_softmax_and_argmax_matches(tmp_path, preset
     assert len(np.unique(out["deterministic_discrete_actions"])) > 1  # not a constant answer
 
     one = obs[:1]
-    probs = np.asarray(policy.forward(params, state, one)[0].probs[0], np.float64)
+    probs = np.asarray(policy.forward(params, state, one)[0].probs()[0], np.float64)
     assert probs.max() < 0.9 and probs.min() > 0.01
     for masks in (np.ones(4), (np.arange(4) != np.argmax(probs)).astype(np.float32)):
         expected = probs * masks / np.sum(probs * masks)

@@ -11,6 +11,7 @@ pytest.importorskip("gymnasium")
 from jppo.runs import checkpoint  # noqa: E402
 from jppo.host_loop.gym_env import GymVecEnv  # noqa: E402
 from jppo.train import main  # noqa: E402
+from jppo.core.networks import ActionSpec  # noqa: E402
 from jppo.host_loop.vec_env import Actions, EnvFault  # noqa: E402
 
 
@@ -58,7 +59,7 @@ def test_box_actions_are_clamped_scaled_and_mapped_onto_the_bounds():
     env = GymVecEnv("Pendulum-v1", 1, "Pendulum")
     raw = np.array([[9.0], [3.0], [-1.5], [0.3], [-7.0]], np.float32)
     np.testing.assert_allclose(env.to_env_action(raw)[:, 0], [2.0, 2.0, -1.0, 0.2, -2.0], rtol=1e-6)
-    assert env.specs["Pendulum"].action_spec() == ("continuous", 1)
+    assert env.specs["Pendulum"].action_spec() == ActionSpec.continuous(1)
     env.close()
 
 

@@ -7,6 +7,7 @@ own ``DecisionSteps``/``TerminalSteps``, then ``unity_env.to_agent_steps``), the
 import jax
 import numpy as np
 import pytest
+from mlagents_envs import base_env
 from mlagents_envs.base_env import DecisionSteps, TerminalSteps
 
 from jppo import normalizer as obs_norm
@@ -27,8 +28,9 @@ SPEC = ActionSpec.continuous(1)
 class _FakeEnv:
     """The two things ``unity_worker._report`` asks a UnityEnvironment."""
 
-    def __init__(self, decisions, terminals):
-        self.behavior_specs = {B: None}
+    def __init__(self, decisions, terminals, action_spec=None):
+        action_spec = action_spec or base_env.ActionSpec.create_continuous(1)
+        self.behavior_specs = {B: base_env.BehaviorSpec([], action_spec)}
         self._steps = decisions, terminals
 
     def get_steps(self, name):

@@ -22,12 +22,12 @@ def test_gaussian_log_prob_and_entropy_match_closed_forms():
     params["params"]["log_std"] = jnp.array([-0.5, 0.3])
     obs = jax.random.normal(jax.random.PRNGKey(1), (5, 8))
     dist, _ = model.apply(params, obs)
-    mu, sigma = np.asarray(dist.mean()), np.exp([-0.5, 0.3])
+    mu, sigma = np.asarray(dist.mean), np.exp([-0.5, 0.3])
     a = mu + np.array([0.7, -1.3])
     expected = -((a - mu) ** 2) / (2 * sigma**2) - np.log(sigma) - 0.5 * math.log(2 * math.pi)
     np.testing.assert_allclose(dist.log_prob(a), expected, rtol=1e-6, atol=1e-6)
     assert dist.log_prob(a).shape == (5, 2)  # per action dimension
-    np.testing.assert_allclose(dist.entropy(), np.broadcast_to(
+    np.testing.assert_allclose(dist.entropy_terms(), np.broadcast_to(
         0.5 * np.log(2 * math.pi * math.e * sigma**2), (5, 2)), rtol=1e-6)
 
 
@@ -39,8 +39,9 @@ def test_categorical_log_prob_and_entropy_match_closed_forms():
     p = np.exp(logits - logits.max(-1, keepdims=True))
     p /= p.sum(-1, keepdims=True)
     actions = np.array([0, 2, 1, 2])
-    np.testing.assert_allclose(dist.log_prob(actions), np.log(p[np.arange(4), actions]), rtol=1e-5)
-    np.testing.assert_allclose(dist.entropy(), -(p * np.log(p)).sum(-1), rtol=1e-5)
+    np.testing.assert_allclose(dist.log_prob(actions)[:, 0], np.log(p[np.arange(4), actions]),
+                               rtol=1e-5)
+    np.testing.assert_allclose(dist.entropy_terms()[:, 0], -(p * np.log(p)).sum(-1), rtol=1e-5)
     assert value.shape == (4,)
 
 
@@ -48,7 +49,7 @@ def test_log_std_is_state_independent_and_starts_at_zero():
     model, params = init(ActionSpec.continuous(3))
     np.testing.assert_array_equal(params["params"]["log_std"], np.zeros(3))
     dist, _ = model.apply(params, jax.random.normal(jax.random.PRNGKey(0), (6, 8)))
-    np.testing.assert_allclose(dist.stddev(), np.ones((6, 3)))
+    np.testing.assert_allclose(dist.std, np.ones((6, 3)))
 
 
 def test_mlagents_preset_initialisation():
@@ -105,7 +106,7 @@ def test_normalizer_is_applied_before_both_bodies():
     obs = jnp.array([[2.0, 8.0, 3.0]])
     dist, value = policy.forward(params, stats, obs)
     raw_dist, raw_value = policy.model.apply(params, obs_norm.apply(stats, obs))
-    np.testing.assert_allclose(dist.mean(), raw_dist.mean())
+    np.testing.assert_allclose(dist.mean, raw_dist.mean)
     np.testing.assert_allclose(value, raw_value)
     unnormalized = jppo.make_policy(config.replace(normalize=False), ActionSpec.continuous(2))
     assert not np.allclose(unnormalized.value(params, stats, obs), value)
@@ -121,6 +122,7 @@ def test_policy_act_and_evaluate_agree():
         action, log_prob, value = policy.act(params, stats, obs, jax.random.PRNGKey(2))
         lp, ent, v = policy.evaluate(params, stats, obs, action)
         assert log_prob.shape == (7, spec.log_prob_dims) and ent.shape == (7, spec.log_prob_dims)
+        assert action.shape == (7,) + spec.action_shape
         np.testing.assert_allclose(lp, log_prob, rtol=1e-6)
         np.testing.assert_allclose(v, value)
 

@@ -19,18 +19,24 @@ from parity_helpers import Case, TOL  # noqa: E402
 from jppo.reference import torch_ppo as ref  # noqa: E402
 from jppo.reference.transfer import flax_to_torch, load_flax_params, torch_to_flax  # noqa: E402
 
+# "multi": two masked branches (3, 2); "hybrid": 2 continuous + the same two masked branches;
+# sensors=2: the observation as two sensors, one normalizer each.
 NETS = [Case("seed", "continuous"), Case("mlagents", "continuous"), Case("cleanrl", "discrete"),
         Case("seed", "discrete"),
-        Case("mlagents", "discrete")]
-LOSSES = NETS + [Case(loss="kl_penalty"), Case(loss="a2c"), Case(clip_value=False)]
+        Case("mlagents", "discrete"), Case("mlagents", "multi"), Case("seed", "hybrid"),
+        Case("mlagents", "hybrid", sensors=2), Case("seed", "continuous", sensors=2)]
+LOSSES = NETS + [Case(loss="kl_penalty"), Case(loss="a2c"), Case(clip_value=False),
+                 Case("mlagents", "hybrid", loss="kl_penalty")]
 UPDATES = [Case("seed", "continuous"), Case("mlagents", "continuous", max_grad_norm=0.5),
            Case("seed", "discrete", loss="kl_penalty"), Case("mlagents", "discrete"),
-           Case("cleanrl", "discrete", max_grad_norm=0.5)]
+           Case("cleanrl", "discrete", max_grad_norm=0.5), Case("mlagents", "multi"),
+           Case("mlagents", "hybrid", sensors=2), Case("seed", "continuous", sensors=2)]
 
 
 def ids(cases):
     return [f"{c.preset}-{c.action}-{c.loss}" + ("" if c.clip_value else "-noclipv")
-            + ("" if c.max_grad_norm is None else "-gradclip") for c in cases]
+            + ("" if c.max_grad_norm is None else "-gradclip")
+            + ("" if c.sensors == 1 else f"-{c.sensors}sensors") for c in cases]
 
 
 def assert_under(errors: dict, tol: float):
@@ -42,7 +48,7 @@ def test_transfer_round_trips_jppo_params_exactly():
     case = Case()  # the "seed" preset: Dense and LayerNorm parameters, and the log-std
     init = jax.jit(jppo.init_train_state, static_argnums=(1, 2, 3))
     params = init(jax.random.PRNGKey(0), case.config, ph.OBS, case.spec).params
-    model = ref.ActorCritic(ph.OBS, case.spec.kind, case.spec.size, 32, 2, case.preset)
+    model = ph.reference_model(case)
     assert sorted(flax_to_torch(params)) == sorted(model.state_dict())
     load_flax_params(model, params)  # strict: every tensor named and shaped alike
     back = torch_to_flax(model.state_dict())
@@ -60,13 +66,13 @@ def test_transferred_torch_weights_make_the_train_state_jppo_makes(case):
     """The parity checks start from the reference's initialisation moved to Flax: the same
     pytree (structure, shapes, dtypes) as ``jppo.init_train_state``, and back to torch exactly."""
     expected = jax.eval_shape(
-        lambda key: jppo.init_train_state(key, case.config, ph.OBS, case.spec),
+        lambda key: jppo.init_train_state(key, case.config, case.obs_size, case.spec),
         jax.random.PRNGKey(0))
     state = ph.initial_state(case)
     assert jax.tree_util.tree_structure(state) == jax.tree_util.tree_structure(expected)
     for x, y in zip(jax.tree_util.tree_leaves(state), jax.tree_util.tree_leaves(expected)):
         assert (x.shape, x.dtype) == (y.shape, y.dtype)
-    fresh = ref.ActorCritic(ph.OBS, case.spec.kind, case.spec.size, 32, 2, case.preset)
+    fresh = ph.reference_model(case)
     again = flax_to_torch(torch_to_flax(fresh.state_dict()))
     assert list(again) == list(fresh.state_dict())
     for name, tensor in fresh.state_dict().items():

@@ -57,7 +57,8 @@ for name, devices, split in (("1", 1, True), ("2", 2, True), ("2-replicated", 2,
     compiled = update.lower(state, sharded_update.abstract_buffer(layout, d, spec)).compile()
     for seed in (1, 2, 3):
         flat = buffer(seed)
-        parts = [FlatBuffer(*(x[i * layout.segment:(i + 1) * layout.segment] for x in flat))
+        parts = [FlatBuffer(*(None if x is None else x[i * layout.segment:(i + 1) * layout.segment]
+                              for x in flat))
                  for i in range(layout.local_segments)]
         state, metrics = compiled(state, sharded_update.global_buffer(layout, parts))
     text = compiled.as_text()

@@ -7,6 +7,7 @@ import pytest
 
 from jppo.host_loop import unity_env
 from jppo.host_loop.unity_env import UnityVecEnv
+from jppo.core.networks import ActionSpec
 from jppo.host_loop.vec_env import BehaviorSpec, EnvFault
 
 B = "3DBall?team=0"
@@ -24,11 +25,12 @@ def test_worker_script_imports_neither_jax_nor_jppo():
 
 def test_workers_must_declare_the_same_behavior():
     env = UnityVecEnv(None, 2, 6000)
-    env._check_specs(0, ((B, ((8,),), 2, ()),))
-    env._check_specs(1, ((B, ((8,),), 2, ()),))  # the same again: fine
-    assert env.specs == {B: BehaviorSpec(B, ((8,),), 2, ())}
+    declared = (B, ((8,),), 2, (), ("VectorSensor_size8",), ((1,),))
+    env._check_specs(0, (declared,))
+    env._check_specs(1, (declared,))  # the same again: fine
+    assert env.specs == {B: BehaviorSpec(B, ((8,),), 2, (), ("VectorSensor_size8",), ((1,),))}
     with pytest.raises(EnvFault) as fault:
-        env._check_specs(1, ((B, ((7,),), 2, ()),))
+        env._check_specs(1, ((B, ((7,),), 2, (), ("VectorSensor_size7",), ((1,),)),))
     assert fault.value.kind == "shape" and fault.value.worker == 1
     assert str(fault.value) == (
         "Unity worker 1 (port 6001) declares behavior '3DBall?team=0' with observations [(7,)] "
@@ -61,18 +63,28 @@ class _Specs:
         self.specs = {s.name: s for s in specs}
 
 
+SUPPORTED = ("jppo trains vector sensors (any number, stacked or not) with continuous actions, "
+             "discrete branches (with action masks) or both.")
+
+
 @pytest.mark.parametrize("specs, message", [
     ((BehaviorSpec("Walker?team=0", ((8,),), 2),),
      "the scene's behavior is 'Walker' but the config trains '3DBall'; name the behavior in the "
      "config's 'behaviors' section as in Behavior Parameters."),
-    ((BehaviorSpec(B, ((8,), (84, 84, 3)), 2),),
-     "behavior '3DBall?team=0' observes [(8,), (84, 84, 3)]; jppo trains behaviors with one vector "
-     "observation (one Vector Observation, no other sensors)."),
-    ((BehaviorSpec(B, ((8,),), 2, (3,)),),
-     "behavior '3DBall?team=0' acts with 2 continuous and discrete branches [3] actions; jppo "
-     "trains continuous actions or one discrete branch."),
+    ((BehaviorSpec(B, ((8,), (84, 84, 3)), 2, (), ("VectorSensor_size8", "CameraSensor"),
+                   ((1,), (2, 2, 1))),),
+     "behavior '3DBall?team=0' has sensor 'CameraSensor' of shape (84, 84, 3), an image (visual "
+     "observation); " + SUPPORTED),
+    ((BehaviorSpec(B, ((4,), (20, 23)), 0, (3, 3, 3), ("VectorSensor_size4", "BufferSensor"),
+                   ((1,), (4, 1))),),
+     "behavior '3DBall?team=0' has sensor 'BufferSensor' of shape (20, 23), a variable-length "
+     "buffer sensor; " + SUPPORTED),
+    ((BehaviorSpec(B, ((8,),), 0, ()),), "behavior '3DBall?team=0' has no actions; " + SUPPORTED),
     ((), "the environment has 0 behaviors (none); jppo trains one behavior at a time, so give the "
          "others a model or Heuristic Only in Behavior Parameters."),
+    ((BehaviorSpec(B, ((8,),), 2), BehaviorSpec("3DBallCopy?team=0", ((8,),), 2)),
+     "the environment has 2 behaviors (3DBall?team=0, 3DBallCopy?team=0); jppo trains one "
+     "behavior at a time, so give the others a model or Heuristic Only in Behavior Parameters."),
 ])
 def test_behaviors_jppo_cannot_train_are_named(specs, message):
     from jppo.host_loop.connect import pick_behavior
@@ -88,10 +100,14 @@ def test_the_one_behavior_is_picked_with_its_sizes():
     from jppo.runs.settings import DEFAULT_CONFIG, load
 
     got = pick_behavior(_Specs(BehaviorSpec(B, ((8,),), 2)), load(DEFAULT_CONFIG).behavior, "editor")
-    assert got == (B, 8, ("continuous", 2))
+    assert got == (B, 8, ActionSpec.continuous(2))
     got = pick_behavior(_Specs(BehaviorSpec("CartPole", ((4,),), 0, (2,))), load(DEFAULT_CONFIG).behavior,
                         "gymnasium:CartPole-v1")  # no name check: Gymnasium has no behavior names
-    assert got == ("CartPole", 4, ("discrete", 2))
+    assert got == ("CartPole", 4, ActionSpec.discrete(2))
+    # Several vector sensors (stacked or not) and any mix of actions are trained.
+    got = pick_behavior(_Specs(BehaviorSpec(B, ((27,), (18,)), 2, (3, 2))),
+                        load(DEFAULT_CONFIG).behavior, "editor")
+    assert got == (B, ((27,), (18,)), ActionSpec.hybrid(2, (3, 2)))
 
 
 def test_unity_workers_come_from_num_envs_or_env_settings_never_from_jppo_num_envs(tmp_path):

@@ -286,7 +286,7 @@ def test_close_ends_the_thread():
         env.reset()
         env.close()
         for _ in range(100):
-            if standin.exit_reason is not None:
+            if hasattr(standin, "code"):  # run() returned (exit_reason is set just before)
                 break
             threading.Event().wait(0.05)
         assert standin.exit_reason.startswith(CLOSED) and standin.code == 0
@@ -436,3 +436,42 @@ def test_side_channel_blocks_from_mlagents_are_parsed():
     scene.reset_all(mid_step=False)  # each agent's OnEpisodeBegin reads the sampler anew
     scale = np.asarray(scene.carry.scale)
     assert len(set(scale.tolist())) == 12 and scale.min() >= 0.75 and scale.max() <= 3.0
+
+
+# ---------------------------------------------------------------- scenes beyond 3DBall
+
+
+@pytest.mark.parametrize("scene, sensors, branches", [
+    ("3DBallHard", [(27,), (18,)], ()), ("GridWorld", [(6,), (2,)], (5,)),
+    ("Reach", [(4,), (3,)], (3, 2)), ("Basic", [(20,)], (3,))])
+def test_scenes_declare_their_sensors_and_actions(scene, sensors, branches):
+    with standin_env(scene=scene) as (env, standin):
+        env.reset()
+        (name, spec), = env.behavior_specs.items()
+        assert name == f"{scene}?team=0"
+        assert [o.shape for o in spec.observation_specs] == sensors
+        assert spec.action_spec.discrete_branches == branches
+        decisions, _ = env.get_steps(name)
+        assert [o.shape[1:] for o in decisions.obs] == sensors
+
+
+def test_standin_counts_masked_actions_it_receives():
+    """The counter the training tests read: random actions ignore GridWorld's masks and are
+    counted; actions drawn among the allowed ones are not."""
+    with standin_env(scene="GridWorld") as (env, standin):
+        env.reset()
+        name = "GridWorld?team=0"
+        rng = np.random.default_rng(0)
+        for _ in range(60):
+            decisions, _ = env.get_steps(name)
+            env.set_actions(name, ActionTuple(discrete=rng.integers(0, 5, (len(decisions), 1))))
+            env.step()
+        assert standin.masked_actions > 0
+        before = standin.masked_actions
+        for _ in range(60):
+            decisions, _ = env.get_steps(name)
+            allowed = ~decisions.action_mask[0]
+            choice = [rng.choice(np.flatnonzero(row)) for row in allowed]
+            env.set_actions(name, ActionTuple(discrete=np.array(choice).reshape(-1, 1)))
+            env.step()
+        assert standin.masked_actions == before and standin.actions_received >= 120 * 9

@@ -158,16 +158,21 @@ def test_standin_dying_mid_run_stops_with_a_resumable_checkpoint(tmp_path, capsy
         message = one_line_error(capsys)
         match = re.fullmatch(
             rf"Unity worker 1 \(port {port + 1}\) stopped answering for 3 s: Unity crashed, froze "
-            r"or was closed; run 'ball' stopped at step (\d+), saved there: continue with --resume "
-            r"once the environment works again\.", message)
+            r"or was closed; run 'ball' stopped at step (\d+), (saved there: continue with --resume "
+            r"once the environment works again|its last checkpoint \(step \1\) is intact: continue "
+            r"with --resume)\.", message)  # (the second when the stop fell on a periodic one)
         assert match, message
         stopped = int(match.group(1))
         saved = checkpoint.list_checkpoints(run)
         # Worker 0 goes on while worker 1 is silent, until worker 1's 3 s are up: more steps
         # than worker 1's 100 messages (at most 1200 decisions) could hold. (A bound of 2400,
         # both workers' share at the death, failed under a loaded CI machine: 2364.)
-        assert checkpoint.read(saved[-1])[0]["steps"] == stopped and 1200 < stopped < 6000
-        assert len(saved) == 3  # periodic ones, the newest keep_checkpoints
+        assert 1200 < stopped < 6000
+        # The periodic ones (one per 1200 steps) and the one at the stop, the newest
+        # keep_checkpoints = 3 of them; how many periodic ones came first depends on the timing.
+        saved_steps = [checkpoint.read(path)[0]["steps"] for path in saved]
+        assert saved_steps == sorted(set(saved_steps)) and saved_steps[-1] == stopped
+        assert (len(saved) == 3) if stopped >= 3600 else (1 <= len(saved) <= 3)
         before = (run / "progress.csv").read_text().splitlines()
         # The environment restarts on resume, here with one worker.
         assert train(tmp_path, config, port + 2, "--resume") == 0
@@ -247,5 +252,5 @@ def test_resuming_with_another_observation_size_is_refused(tmp_path, capsys):
         assert train(tmp_path, write_config(tmp_path), port, "--resume") == 2
     assert one_line_error(capsys) == (
         "cannot resume: the checkpoint was trained on 8 observations, but behavior "
-        "'3DBall?team=0' sends 7.")
+        "'3DBall?team=0' sends 7 observations.")
     assert digest(run / "checkpoints") == before and sorted(p.name for p in run.iterdir()) == ["checkpoints"]

@@ -20,9 +20,11 @@ import numpy as np
 import yaml
 
 from jppo import envs, render
+from jppo.core import observations
 from jppo.core.policy import make_policy
 from jppo.errors import UserError
 from jppo.jax_loop.evaluate import episode_returns, episode_states
+from jppo.jax_loop.rollout import observation_spec
 from jppo.jax_loop.setup import make_env
 from jppo.runs import checkpoint
 
@@ -79,10 +81,11 @@ def evaluate_run(run_dir, *, seed: int = 0, checkpoint_step: Optional[int] = Non
     saved = checkpoint.load_policy(run_dir, seed, checkpoint_step)
     env_name, environment = _environment(run_dir, env, env_params)
     params = environment.default_params  # an adapter, or adapt(env, env_params), holds them
-    if environment.observation_space(params).shape[0] != saved.observation_size:
-        raise UserError(f"the policy of {str(run_dir)!r} takes {saved.observation_size} "
-                        f"observations, but environment {env_name!r} gives "
-                        f"{environment.observation_space(params).shape[0]}.")
+    gives = observation_spec(environment, params)
+    if observations.canonical(gives) != observations.canonical(saved.observation_size):
+        raise UserError(f"the policy of {str(run_dir)!r} takes "
+                        f"{observations.describe(saved.observation_size)}, but environment "
+                        f"{env_name!r} gives {observations.describe(gives)}.")
     policy = make_policy(saved.config, saved.action_spec)
     base = jax.random.PRNGKey(key)
     scores = {}

@@ -8,7 +8,7 @@ as dones or truncations), advantage normalization over the buffer, and the same
 """
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Any, NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
@@ -25,20 +25,24 @@ from jppo.core.update import TrainState, make_train_on_batch, normalized_batch
 class FlatBuffer(NamedTuple):
     """``B`` experiences laid end to end, trajectory after trajectory.
 
-    ``obs`` ``[B, D]``, ``actions`` ``[B, A]`` or ``[B]``, ``log_probs`` ``[B, Dl]``,
-    ``rewards`` ``[B]``; ``dones`` ``[B]`` 1 at the last step of a trajectory whose episode
-    really ended; ``truncations`` ``[B]`` 1 at the last step of any other trajectory, which
-    bootstraps from V(``final_obs`` ``[B, D]``) (zeros elsewhere). Every trajectory's last step
-    carries one of the two flags, so GAE never runs from one trajectory into the next.
+    ``obs`` ``[B, D]`` (or a tuple, one array per sensor), ``actions`` in the array form of
+    the action spec (``[B, A]`` or ``[B]``, ...), ``log_probs`` ``[B, Dl]``, ``rewards``
+    ``[B]``; ``dones`` ``[B]`` 1 at the last step of a trajectory whose episode really ended;
+    ``truncations`` ``[B]`` 1 at the last step of any other trajectory, which bootstraps from
+    V(``final_obs``, shaped as ``obs``) (zeros elsewhere). Every trajectory's last step carries
+    one of the two flags, so GAE never runs from one trajectory into the next.
+    ``action_masks`` ``[B, sum(branches)]`` (1: allowed), or None: the masks each action was
+    chosen under.
     """
 
-    obs: np.ndarray
+    obs: Any
     actions: np.ndarray
     log_probs: np.ndarray
     rewards: np.ndarray
     dones: np.ndarray
     truncations: np.ndarray
-    final_obs: np.ndarray
+    final_obs: Any
+    action_masks: Optional[np.ndarray] = None
 
 
 def gae_targets(config: PPOConfig, buffer: FlatBuffer, values: jax.Array, final_values: jax.Array,
@@ -86,7 +90,7 @@ def make_buffer_update(config: PPOConfig, action_spec: ActionSpec, total_adam_st
         final_values = policy.value(state.params, normalizer, buffer.final_obs)
         advantages, returns = gae_targets(config, buffer, values, final_values, segments)
         batch = normalized_batch(config, buffer.obs, buffer.actions, buffer.log_probs, values,
-                                 advantages, returns)
+                                 advantages, returns, buffer.action_masks)
         return train_on_batch(state.replace(normalizer=normalizer), batch)
 
     return update

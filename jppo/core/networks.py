@@ -1,4 +1,5 @@
-"""The actor-critic: separate actor and critic MLPs, a Gaussian or Categorical head (distrax).
+"""The actor-critic: per-sensor encoders, separate actor and critic MLPs, and the action heads
+(a Gaussian and/or one masked categorical per discrete branch: ``jppo.core.distributions``).
 
 Two presets:
 
@@ -13,40 +14,24 @@ Two presets:
   the common baseline in PPO papers.
 
 Continuous actions: a Gaussian with a state-independent log-std initialised to 0 and no tanh
-squash. Discrete actions: a Categorical over ``size`` choices.
+squash. Discrete actions: one categorical per branch, the logits of every branch from one
+Dense layer (the same function as ML-Agents' one layer per branch, initialised alike, in one
+matmul). Parameter names: ``actor``, ``critic`` (the MLPs), ``value_head``; ``policy_head``
+(the Gaussian means, or the logits of a discrete-only action) with ``log_std``; a hybrid
+action's logits come from ``discrete_head``. Observations go through the per-sensor
+``ObservationEncoder`` first (``jppo.core.observations``); vector sensors add no parameters,
+so a one-sensor policy has exactly the parameters jppo always had.
 """
 from __future__ import annotations
 
-from typing import NamedTuple, Sequence
+from typing import Sequence
 
-import distrax
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-
-class ActionSpec(NamedTuple):
-    """What the policy outputs: ``kind`` "continuous" (``size`` dims) or "discrete" (``size`` choices)."""
-
-    kind: str
-    size: int
-
-    @classmethod
-    def continuous(cls, size: int) -> "ActionSpec":
-        return cls("continuous", int(size))
-
-    @classmethod
-    def discrete(cls, size: int) -> "ActionSpec":
-        return cls("discrete", int(size))
-
-    @property
-    def is_continuous(self) -> bool:
-        return self.kind == "continuous"
-
-    @property
-    def log_prob_dims(self) -> int:
-        """Width D of the per-dimension log-probs the PPO ratio is taken over."""
-        return self.size if self.is_continuous else 1
+from jppo.core.distributions import ActionDistribution, ActionSpec, mask_logits
+from jppo.core.observations import ObservationEncoder
 
 
 @jax.custom_vjp
@@ -116,49 +101,68 @@ class MLP(nn.Module):
 
 
 class ActorCritic(nn.Module):
-    """``apply(params, obs[..., obs_dim]) -> (distribution, value[...])``.
+    """``apply(params, obs, mask=None) -> (ActionDistribution, value[...])``.
 
-    ``obs`` is already normalized (see ``jppo.core.policy``). For continuous actions the
-    distribution is a per-dimension ``distrax.Normal`` with batch shape ``[..., size]``;
-    for discrete actions a ``distrax.Categorical`` with batch shape ``[...]``.
+    ``obs`` is already normalized (see ``jppo.core.policy``): ``[..., D]`` or a tuple of
+    per-sensor arrays; ``mask`` ``[..., sum(branches)]`` (1: allowed) masks discrete choices.
+    ``observation_shapes`` (one shape per sensor) chooses the sensor encoders; empty: vectors.
     """
 
     action_spec: ActionSpec
     hidden_units: int = 128
     num_layers: int = 2
     preset: str = "mlagents"
+    observation_shapes: tuple = ()
 
     def setup(self):
         hidden = [self.hidden_units] * self.num_layers
+        # Separate encoders and bodies for actor and critic, as ML-Agents (shared_critic off).
+        self.actor_encoder = ObservationEncoder(self.observation_shapes)
+        self.critic_encoder = ObservationEncoder(self.observation_shapes)
         self.actor = MLP(hidden, self.preset)
         self.critic = MLP(hidden, self.preset)
+        spec = self.action_spec
         seed = self.preset == "seed"
+        bias_init = _SEED_BIAS if seed else nn.initializers.zeros
         if seed:
-            head_init = value_init = _SEED_KERNEL
+            mean_init = logits_init = value_init = _SEED_KERNEL
         elif self.preset == "cleanrl":
-            head_init = nn.initializers.orthogonal(0.01)
+            mean_init = logits_init = nn.initializers.orthogonal(0.01)
             value_init = nn.initializers.orthogonal(1.0)
         else:
-            head_init = _he_normal(0.2 if self.action_spec.is_continuous else 0.1)
+            mean_init, logits_init = _he_normal(0.2), _he_normal(0.1)
             value_init = nn.initializers.glorot_uniform()
-        bias_init = _SEED_BIAS if seed else nn.initializers.zeros
-        self.policy_head = Dense(self.action_spec.size, kernel_init=head_init,
-                                    bias_init=bias_init)
+        if spec.continuous_size:
+            self.policy_head = Dense(spec.continuous_size, kernel_init=mean_init,
+                                     bias_init=bias_init)
+            self.log_std = self.param("log_std", nn.initializers.zeros, (spec.continuous_size,))
+        if spec.discrete_branches:
+            logits = Dense(spec.mask_size, kernel_init=logits_init, bias_init=bias_init)
+            if spec.continuous_size:
+                self.discrete_head = logits
+            else:
+                self.policy_head = logits
         self.value_head = Dense(1, kernel_init=value_init, bias_init=bias_init)
-        if self.action_spec.is_continuous:
-            self.log_std = self.param("log_std", nn.initializers.zeros, (self.action_spec.size,))
 
-    def __call__(self, obs: jax.Array):
-        return self.distribution(obs), self.value(obs)
+    def __call__(self, obs, mask=None):
+        return self.distribution(obs, mask), self.value(obs)
 
-    def distribution(self, obs: jax.Array):
+    def distribution(self, obs, mask=None) -> ActionDistribution:
         """The policy alone (``apply(..., method="distribution")``): acting needs no critic."""
-        out = self.policy_head(self.actor(obs))
-        if self.action_spec.is_continuous:
-            scale = jnp.broadcast_to(jnp.exp(self.log_std), out.shape)
-            return distrax.Normal(out, scale)
-        return distrax.Categorical(logits=out)
+        spec = self.action_spec
+        hidden = self.actor(self.actor_encoder(obs))
+        mean = std = logits = None
+        if spec.continuous_size:
+            mean = self.policy_head(hidden)
+            std = jnp.broadcast_to(jnp.exp(self.log_std), mean.shape)
+        if spec.discrete_branches:
+            head = self.discrete_head if spec.continuous_size else self.policy_head
+            logits = mask_logits(head(hidden), mask)
+        return ActionDistribution(mean, std, logits, spec)
 
-    def value(self, obs: jax.Array) -> jax.Array:
+    def value(self, obs) -> jax.Array:
         """V(obs) alone (``apply(..., method="value")``)."""
-        return self.value_head(self.critic(obs))[..., 0]
+        return self.value_head(self.critic(self.critic_encoder(obs)))[..., 0]
+
+
+__all__ = ["ActionSpec", "ActorCritic", "Dense", "MLP", "matmul"]

@@ -4,6 +4,10 @@ Statistics are merged batch by batch with Chan et al.'s parallel update, which s
 and stable where a naive sum of squares loses precision in float32. Applied as
 ``clip((x - mean) / sqrt(var), -5, 5)`` like ML-Agents (``var`` is the population variance of
 everything seen). Before any data, mean is 0 and var is 1, so ``apply`` is the identity (then clipped).
+
+Several sensors (a tuple of observation arrays, ``jppo.core.observations``) have one running
+normalizer each, as ML-Agents' ``VectorInput`` per sensor: the state is then a tuple of
+``NormalizerState`` and ``update`` / ``apply`` work sensor by sensor.
 """
 from __future__ import annotations
 
@@ -11,6 +15,7 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 # Keeps a constant feature (zero variance) finite instead of 0/0.
 _VAR_FLOOR = 1e-8
@@ -22,14 +27,24 @@ class NormalizerState(NamedTuple):
     m2: jax.Array  # [obs_dim]: sum of squared deviations from the mean
 
 
-def init(size: int) -> NormalizerState:
-    """Empty statistics for observations of width ``size``."""
+def _per_sensor(state) -> bool:
+    return isinstance(state, tuple) and not isinstance(state, NormalizerState)
+
+
+def init(size):
+    """Empty statistics for observations of width ``size``; for a sequence of sizes (or
+    per-sensor shapes ``(D,)``), a tuple with one state per sensor."""
+    if not isinstance(size, (int, np.integer)):
+        return tuple(init(int(np.prod(s))) for s in size)
     return NormalizerState(jnp.zeros((), jnp.float32), jnp.zeros(size, jnp.float32),
                            jnp.zeros(size, jnp.float32))
 
 
-def update(state: NormalizerState, batch: jax.Array) -> NormalizerState:
-    """Merge ``batch[..., obs_dim]`` (any leading shape) into the running statistics."""
+def update(state, batch):
+    """Merge ``batch[..., obs_dim]`` (any leading shape) into the running statistics; per
+    sensor for a tuple of states and a tuple of batches."""
+    if _per_sensor(state):
+        return tuple(update(s, b) for s, b in zip(state, batch))
     x = jnp.reshape(batch, (-1, state.mean.shape[-1])).astype(jnp.float32)
     n_b = jnp.asarray(x.shape[0], jnp.float32)
     mean_b = jnp.mean(x, axis=0)
@@ -46,7 +61,10 @@ def variance(state: NormalizerState) -> jax.Array:
     return jnp.where(state.count > 0, state.m2 / jnp.maximum(state.count, 1.0), 1.0)
 
 
-def apply(state: NormalizerState, obs: jax.Array, clip: float = 5.0) -> jax.Array:
-    """``clip((obs - mean) / sqrt(var), -clip, clip)`` for ``obs[..., obs_dim]``."""
+def apply(state, obs, clip: float = 5.0):
+    """``clip((obs - mean) / sqrt(var), -clip, clip)`` for ``obs[..., obs_dim]``; per sensor
+    for a tuple of states and a tuple of observations."""
+    if _per_sensor(state):
+        return tuple(apply(s, o, clip) for s, o in zip(state, obs))
     std = jnp.sqrt(jnp.maximum(variance(state), _VAR_FLOOR))
     return jnp.clip((obs - state.mean) / std, -clip, clip)

@@ -8,7 +8,7 @@ dropped) and run with ``lax.scan``, one Adam step per minibatch. No host round-t
 """
 from __future__ import annotations
 
-from typing import NamedTuple, Optional
+from typing import Any, NamedTuple, Optional
 
 import flax.struct
 import jax
@@ -28,18 +28,23 @@ from jppo.core.policy import Policy, make_policy
 class Rollout(NamedTuple):
     """Time-major experience, ``[T, *B]`` with any batch shape B (envs, agents, ...).
 
-    - ``obs``: ``[T, *B, obs_dim]`` raw observations the actions were chosen from;
-    - ``actions``: ``[T, *B, A]`` float (continuous, the raw unclamped sample) or ``[T, *B]`` int;
-    - ``log_probs``: ``[T, *B, D]`` per-dimension log-probs at acting time (D = 1 if discrete);
+    - ``obs``: ``[T, *B, obs_dim]`` raw observations the actions were chosen from, or a tuple
+      of such arrays, one per sensor;
+    - ``actions``: the array form of ``ActionSpec.action_shape``: ``[T, *B, A]`` float
+      (continuous, the raw unclamped sample), ``[T, *B]`` int (one discrete branch), ...;
+    - ``log_probs``: ``[T, *B, D]`` per-column log-probs at acting time (D =
+      ``ActionSpec.log_prob_dims``: one per continuous dimension and one per branch);
     - ``values``: ``[T, *B]`` V(obs) at acting time;
     - ``rewards``: ``[T, *B]``;
     - ``dones``: ``[T, *B]`` 1 where the episode really ended at that step (no bootstrap);
     - ``last_value``: ``[*B]`` V of the observation after the last step;
     - ``truncations``: optional ``[T, *B]`` 1 where a time limit cut the episode at that step;
-    - ``final_values``: optional ``[T, *B]`` V(final observation) where truncated (else ignored).
+    - ``final_values``: optional ``[T, *B]`` V(final observation) where truncated (else ignored);
+    - ``action_masks``: optional ``[T, *B, sum(branches)]`` (1: allowed) the masks the actions
+      were chosen under; the update scores the stored actions under the same masks.
     """
 
-    obs: jax.Array
+    obs: Any
     actions: jax.Array
     log_probs: jax.Array
     values: jax.Array
@@ -48,17 +53,19 @@ class Rollout(NamedTuple):
     last_value: jax.Array
     truncations: Optional[jax.Array] = None
     final_values: Optional[jax.Array] = None
+    action_masks: Optional[jax.Array] = None
 
 
 class Batch(NamedTuple):
     """Flat samples ``[N, ...]`` ready for minibatching; ``advantages`` already normalized."""
 
-    obs: jax.Array
+    obs: Any
     actions: jax.Array
     log_probs: jax.Array
     values: jax.Array
     advantages: jax.Array
     returns: jax.Array
+    action_masks: Optional[jax.Array] = None
 
 
 @flax.struct.dataclass
@@ -69,16 +76,17 @@ class TrainState:
 
     params: dict
     opt_state: optax.OptState
-    normalizer: obs_norm.NormalizerState
+    normalizer: Any  # a NormalizerState, or a tuple of them (one per sensor)
     key: jax.Array
     step: jax.Array  # int32: Adam steps taken, the clock of every schedule
     kl_coef: jax.Array  # float32: the adaptive KL penalty coefficient (loss "kl_penalty")
 
 
-def init_train_state(key: jax.Array, config: PPOConfig, observation_size: int,
+def init_train_state(key: jax.Array, config: PPOConfig, observation_size,
                      action_spec: ActionSpec, params=None) -> TrainState:
     """Fresh parameters (or the given ``params``, e.g. transferred from torch), Adam moments,
-    empty normalizer statistics, step 0."""
+    empty normalizer statistics, step 0. ``observation_size``: an int for one observation
+    array, or a sequence (one size or shape per sensor) for a tuple of them."""
     init_key, state_key = jax.random.split(key)
     if params is None:
         params = make_policy(config, action_spec).init_params(init_key, observation_size)
@@ -95,17 +103,18 @@ def prepare_batch(config: PPOConfig, rollout: Rollout) -> Batch:
                               rollout.last_value, gamma=config.gamma, lam=config.lambd,
                               truncations=rollout.truncations, final_values=rollout.final_values)
     lead = rollout.rewards.ndim
-    flat = lambda x: jnp.reshape(x, (-1,) + x.shape[lead:])
+    flat = lambda tree: jax.tree_util.tree_map(lambda x: jnp.reshape(x, (-1,) + x.shape[lead:]),
+                                               tree)
     return normalized_batch(config, flat(rollout.obs), flat(rollout.actions),
                             flat(rollout.log_probs), flat(rollout.values), flat(advantages),
-                            flat(returns))
+                            flat(returns), flat(rollout.action_masks))
 
 
 def normalized_batch(config: PPOConfig, obs, actions, log_probs, values, advantages,
-                     returns) -> Batch:
+                     returns, action_masks=None) -> Batch:
     """A ``Batch`` from flat arrays, advantages normalized as ``(A - mean) / (std + eps)``."""
     advantages = (advantages - jnp.mean(advantages)) / (jnp.std(advantages) + config.advantage_eps)
-    return Batch(obs, actions, log_probs, values, advantages, returns)
+    return Batch(obs, actions, log_probs, values, advantages, returns, action_masks)
 
 
 # Up to this size a permutation sorts one packed uint32 array (random bits above the index);
@@ -166,7 +175,8 @@ def make_train_on_batch(config: PPOConfig, action_spec: ActionSpec, total_adam_s
     schedules = make_schedules(config, total_adam_steps)
 
     def minibatch_loss(params, normalizer, mb: Batch, epsilon, beta, kl_coef):
-        log_probs, entropy, values = policy.evaluate(params, normalizer, mb.obs, mb.actions)
+        log_probs, entropy, values = policy.evaluate(params, normalizer, mb.obs, mb.actions,
+                                                     mb.action_masks)
         return ppo_loss(log_probs, mb.log_probs, mb.advantages, values, mb.values, mb.returns,
                         entropy, epsilon=epsilon, beta=beta, value_coef=config.value_coef,
                         kind=config.loss, clip_value=config.clip_value, kl_coef=kl_coef)
@@ -202,7 +212,8 @@ def make_train_on_batch(config: PPOConfig, action_spec: ActionSpec, total_adam_s
         kl_coef = state.kl_coef
         if config.loss == "kl_penalty":
             # PPO1 measures the KL of the finished update on all the data, then adapts.
-            log_probs, _, _ = policy.evaluate(params, state.normalizer, batch.obs, batch.actions)
+            log_probs, _, _ = policy.evaluate(params, state.normalizer, batch.obs, batch.actions,
+                                              batch.action_masks)
             log_ratio = jnp.sum(log_probs - batch.log_probs, axis=-1)
             kl_coef = adapt_kl_coef(kl_coef, jnp.mean(jnp.expm1(log_ratio) - log_ratio),
                                     config.kl_target)

@@ -16,8 +16,8 @@ from __future__ import annotations
 import importlib
 from typing import Any, Callable
 
-from jppo.envs.base import (AutoResetStep, Box, Discrete, Environment, auto_reset_step,
-                            step_or_reset)
+from jppo.envs.base import (AutoResetStep, Box, Discrete, Environment, Hybrid, MultiDiscrete,
+                            auto_reset_step, step_or_reset)
 from jppo.envs.brax_adapter import BraxEnv, is_brax_like
 from jppo.envs.gymnax_adapter import (GymnaxEnv, UnsupportedSpaceError, as_space, param_names,
                                       replace_params)
@@ -29,6 +29,8 @@ _BUILT_IN = {
     "Pendulum-v1": ("jppo.envs.pendulum", "Pendulum"),
     "3DBall": ("jppo.envs.ball3d", "Ball3D"),
     "3DBallHard": ("jppo.envs.ball3d", "Ball3DHard"),
+    "Basic": ("jppo.envs.basic", "Basic"),
+    "GridWorld": ("jppo.envs.gridworld", "GridWorld"),
 }
 _REGISTRY: dict[str, Any] = dict(_BUILT_IN)
 GYMNAX_PREFIX = "gymnax:"
@@ -109,8 +111,11 @@ def adapt(env: Any, params: Any = None) -> Environment:
 def _jppo_spaces(env: Environment) -> bool:
     try:
         params = env.default_params
-        return (isinstance(env.action_space(params), (Box, Discrete))
-                and isinstance(env.observation_space(params), Box))
+        observation = env.observation_space(params)
+        sensors = observation if isinstance(observation, tuple) and not isinstance(
+            observation, Box) else (observation,)
+        return (isinstance(env.action_space(params), (Box, Discrete, MultiDiscrete, Hybrid))
+                and all(isinstance(sensor, Box) for sensor in sensors))
     except NotImplementedError:
         return True
 

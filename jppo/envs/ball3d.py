@@ -98,14 +98,11 @@ def _frame(state: Ball3DState) -> jax.Array:
     return jnp.concatenate([state.pos, state.rot[2:3], state.rot[0:1]]).astype(jnp.float32)
 
 
-def _hard_obs(frames: jax.Array) -> jax.Array:
-    """float32 [45]: the PositionDelta stack (9 x 3, oldest first), then the Rotation stack (9 x 2).
-
-    Unity sends these as two observations, sorted by sensor name:
-    ``StackingSensor_size9_ObservableAttribute:Ball3DHardAgent.PositionDelta`` [27] and
-    ``..._Ball3DHardAgent.Rotation`` [18]; this is their concatenation in that order.
-    """
-    return jnp.concatenate([frames[:, :3].reshape(-1), frames[:, 3:].reshape(-1)])
+def _hard_obs(frames: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """Two sensors, as Unity sends them (sorted by sensor name): the PositionDelta stack float32
+    [27] (9 x 3, oldest first), ``StackingSensor_size9_ObservableAttribute:Ball3DHardAgent.
+    PositionDelta``, then the Rotation stack [18] (9 x 2), ``..._Ball3DHardAgent.Rotation``."""
+    return frames[:, :3].reshape(-1), frames[:, 3:].reshape(-1)
 
 
 def _push(frames: jax.Array, state: Ball3DState) -> jax.Array:
@@ -114,22 +111,24 @@ def _push(frames: jax.Array, state: Ball3DState) -> jax.Array:
 
 
 class Ball3DHard(Ball3D):
-    """3DBallHard: 3DBall's physics and rewards without velocities; float32 [45] observations of
-    the last 9 decisions' ball position and platform rotation (``_hard_obs``). Unity zeroes the
-    stacks when an episode ends, so a reset observation is 8 zero frames and the current one.
+    """3DBallHard: 3DBall's physics and rewards without velocities; two observations (sensors),
+    float32 [27] and [18], the last 9 decisions' ball position and platform rotation
+    (``_hard_obs``), so a policy trained here exports the two inputs Unity's 3DBallHard agent
+    feeds. Unity zeroes the stacks when an episode ends, so a reset observation is 8 zero frames
+    and the current one.
     """
 
     name = "3DBallHard"
 
     def reset(self, key: jax.Array, params: Ball3DParams | None = None):
-        """Returns (obs float32 [45], Ball3DHardState)."""
+        """Returns ((obs float32 [27], [18]), Ball3DHardState)."""
         physics = reset_state(key, self.default_params if params is None else params)
         frames = _push(jnp.zeros((STACK, 5), jnp.float32), physics)
         return _hard_obs(frames), Ball3DHardState(physics, frames)
 
     def step(self, key: jax.Array, state: Ball3DHardState, action: jax.Array,
              params: Ball3DParams | None = None):
-        """One decision: (obs [45], state, reward [], terminated [], truncated [], {}).
+        """One decision: ((obs [27], [18]), state, reward [], terminated [], truncated [], {}).
 
         The terminal observation is stacked like any other (Unity's NotifyAgentDone updates the
         sensors before writing them)."""
@@ -139,8 +138,8 @@ class Ball3DHard(Ball3D):
         frames = _push(state.frames, physics)
         return _hard_obs(frames), Ball3DHardState(physics, frames), reward, terminated, truncated, {}
 
-    def observation_space(self, params=None) -> Box:
-        return Box(-jnp.inf, jnp.inf, (9 * 5,))
+    def observation_space(self, params=None) -> tuple[Box, Box]:
+        return Box(-jnp.inf, jnp.inf, (STACK * 3,)), Box(-jnp.inf, jnp.inf, (STACK * 2,))
 
 
 __all__ = ["Ball3D", "Ball3DHard", "Ball3DHardState", "Ball3DParams", "Ball3DState", "axis_angle",

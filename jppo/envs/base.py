@@ -9,6 +9,12 @@ explicit state, so a driver can ``jit``, ``vmap`` and ``lax.scan`` them:
 ``step`` does *not* reset: it returns the true next observation, so that a
 driver can bootstrap a truncated (time-limit) episode from V(final obs).
 ``auto_reset_step`` adds the reset for drivers that want it inside a scan.
+
+Observations are one array, or a tuple of arrays (one per sensor, as a Unity agent with several
+sensors; ``observation_space`` is then a tuple of ``Box``). Actions are ``Discrete``,
+``MultiDiscrete`` (one choice per branch), ``Box``, or ``Hybrid`` (a ``(continuous, discrete)``
+pair). An environment whose discrete actions are masked implements ``action_mask(state,
+params)``: bool ``[sum of branch sizes]``, True where the choice is allowed in ``state``.
 """
 from __future__ import annotations
 
@@ -29,6 +35,33 @@ class Discrete(NamedTuple):
 
     def sample(self, key: jax.Array) -> jax.Array:
         return jax.random.randint(key, (), 0, self.n, dtype=jnp.int32)
+
+
+class MultiDiscrete(NamedTuple):
+    """One choice per branch: int32 ``[len(nvec)]``, choice i in [0, nvec[i])."""
+
+    nvec: tuple
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return (len(self.nvec),)
+
+    def sample(self, key: jax.Array) -> jax.Array:
+        keys = jax.random.split(key, len(self.nvec))
+        return jnp.stack([jax.random.randint(k, (), 0, n, dtype=jnp.int32)
+                          for k, n in zip(keys, self.nvec)])
+
+
+class Hybrid(NamedTuple):
+    """Continuous and discrete at once, as ML-Agents' hybrid ActionSpec: actions are a
+    ``(continuous, discrete)`` pair, float32 ``continuous.shape`` and int32 ``[branches]``."""
+
+    continuous: "Box"
+    discrete: MultiDiscrete
+
+    def sample(self, key: jax.Array):
+        k1, k2 = jax.random.split(key)
+        return self.continuous.sample(k1), self.discrete.sample(k2)
 
 
 class Box(NamedTuple):
@@ -66,17 +99,22 @@ class Environment:
     def observation_space(self, params: Any = None) -> Box:
         raise NotImplementedError
 
-    def action_space(self, params: Any = None) -> Box | Discrete:
+    def action_space(self, params: Any = None) -> Box | Discrete | MultiDiscrete | Hybrid:
         raise NotImplementedError
+
+    def action_mask(self, state: Any, params: Any = None) -> jax.Array | None:
+        """Allowed discrete choices in ``state`` (bool ``[sum of branch sizes]``), or None:
+        every choice allowed (the default)."""
+        return None
 
 
 class AutoResetStep(NamedTuple):
-    obs: jax.Array  # the first observation of the next episode where done, else the next obs
+    obs: Any  # the first observation of the next episode where done, else the next obs
     state: Any
     reward: jax.Array
     terminated: jax.Array
     truncated: jax.Array
-    final_obs: jax.Array  # the true next observation (before any reset)
+    final_obs: Any  # the true next observation (before any reset)
     info: Any
 
 
@@ -100,4 +138,5 @@ def step_or_reset(env: Environment, key: jax.Array, state: Any, action: jax.Arra
     done = jnp.logical_or(terminated, truncated)
     pick = lambda a, b: jnp.where(jnp.reshape(done, done.shape + (1,) * (jnp.ndim(a) - jnp.ndim(done))), a, b)
     new_state = jax.tree_util.tree_map(pick, reset_state, next_state)
-    return AutoResetStep(pick(reset_obs, obs), new_state, reward, terminated, truncated, obs, info)
+    return AutoResetStep(jax.tree_util.tree_map(pick, reset_obs, obs), new_state, reward,
+                         terminated, truncated, obs, info)

@@ -3,7 +3,7 @@ workers it starts, and whether the scene's behavior is one jppo can train."""
 from __future__ import annotations
 
 import pathlib
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 
@@ -16,12 +16,18 @@ EDITOR = "editor"
 
 
 class Behavior(NamedTuple):
-    """The behavior a host run trains: its name as the scene sends it, what it observes, how
-    it acts."""
+    """The behavior a host run trains: its name as the scene sends it, what it observes (an
+    int for one vector sensor, one shape per sensor for several), how it acts."""
 
     name: str
-    observation_size: int
+    observation_size: Any
     action_spec: ActionSpec
+
+
+# ML-Agents' DimensionProperty.VARIABLE_SIZE: the entity axis of a BufferSensor.
+_VARIABLE_SIZE = 4
+SUPPORTED = ("jppo trains vector sensors (any number, stacked or not) with continuous actions, "
+             "discrete branches (with action masks) or both")
 
 
 def is_host_env(env: str) -> bool:
@@ -88,15 +94,34 @@ def pick_behavior(vec: VecEnv, behavior: str, env: str) -> Behavior:
                        f"config trains {behavior!r}; name the behavior in the config's "
                        "'behaviors' section as in Behavior Parameters.")
     shapes = spec.observation_shapes
-    if len(shapes) != 1 or len(shapes[0]) != 1:
-        raise EnvFault("shape", f"behavior {names[0]!r} observes {list(shapes)}; jppo trains "
-                       "behaviors with one vector observation (one Vector Observation, no "
-                       "other sensors).")
+    for i, shape in enumerate(shapes):
+        if len(shape) != 1:
+            raise EnvFault("shape", f"behavior {names[0]!r} has {_sensor(spec, i)} of shape "
+                           f"{tuple(shape)}, {_kind_of(spec, i)}; {SUPPORTED}.")
+    if not shapes:
+        raise EnvFault("shape", f"behavior {names[0]!r} has no sensor; {SUPPORTED}.")
     action_spec = spec.action_spec()
     if action_spec is None:
-        raise EnvFault("shape", f"behavior {names[0]!r} acts with {spec.describe_actions()} "
-                       "actions; jppo trains continuous actions or one discrete branch.")
-    return Behavior(names[0], int(shapes[0][0]), action_spec)
+        raise EnvFault("shape", f"behavior {names[0]!r} has no actions; {SUPPORTED}.")
+    size = int(shapes[0][0]) if len(shapes) == 1 else tuple(tuple(s) for s in shapes)
+    return Behavior(names[0], size, action_spec)
+
+
+def _sensor(spec, i: int) -> str:
+    """"sensor 'CameraSensor'" (or "sensor 2" where the scene does not name it)."""
+    names = spec.observation_names
+    return f"sensor {names[i]!r}" if i < len(names) and names[i] else f"sensor {i}"
+
+
+def _kind_of(spec, i: int) -> str:
+    """What a sensor of rank other than 1 is, in ML-Agents' terms."""
+    shape = spec.observation_shapes[i]
+    properties = spec.dimension_properties[i] if i < len(spec.dimension_properties) else ()
+    if _VARIABLE_SIZE in properties:
+        return "a variable-length buffer sensor"
+    if len(shape) == 3:
+        return "an image (visual observation)"
+    return f"an observation of rank {len(shape)}"
 
 
 __all__ = ["Behavior", "EDITOR", "check_shares", "is_host_env", "make_vec_env", "num_workers", "pick_behavior"]

@@ -45,12 +45,13 @@ import jax
 import numpy as np
 
 from jppo import distributed, interrupts
+from jppo.core import observations
 from jppo.core.update import TrainState, init_train_state
 from jppo.errors import RunFault
 from jppo.host_loop import connect, meeting, sharded_update
 from jppo.host_loop.acting import Acting
 from jppo.host_loop.faults import Interrupted, Stop
-from jppo.host_loop.trajectories import TrajectoryAssembler, UpdateBuffer
+from jppo.host_loop.trajectories import TrajectoryAssembler, UpdateBuffer, per_sensor
 from jppo.host_loop.vec_env import Actions, EnvFault, VecEnv
 from jppo.runs import checkpoint, folder as run_folder, report, session
 from jppo.runs.checkpoint import finite
@@ -215,14 +216,15 @@ class HostRun:
         self.start_step = self.steps
         if self.main:
             extra = {"env": env, "driver": session.HOST_DRIVER, "num_envs": self.workers,
-                     "behavior_name": name, "observation_size": size, "action_spec": list(spec)}
+                     "behavior_name": name, "observation_size": observations.to_meta(size),
+                     "action_spec": spec.to_meta()}
             if self.layout.mesh is not None:
                 extra.update(devices=self.layout.segments, processes=self.processes,
                              split_minibatches=self.launch.split_minibatches)
             write_configuration(self.folder, settings, extra)
         self.display.message(
             f"connected to {self.workers} {self.vec.description} worker(s); behavior {name!r}: "
-            f"{size} observations, {spec.size} {spec.kind} actions; an update every "
+            f"{observations.describe(size)}, {spec.describe()} actions; an update every "
             f"{config.buffer_size} steps"
             f"{self.layout.describe(self.launch.split_minibatches, self.local_workers)}")
 
@@ -272,8 +274,8 @@ class HostRun:
                        for w, s in steps_of.items()}
                 actions = log_probs = None
                 if sum(len(i) for i in ids.values()):
-                    actions, log_probs = self.acting(np.concatenate(
-                        [steps_of[w].decision_obs for w in ready if len(ids[w])]))
+                    deciding = [steps_of[w] for w in ready if len(ids[w])]
+                    actions, log_probs = self.acting(*decision_batch(deciding))
                     if not np.isfinite(log_probs).all() or not np.isfinite(actions).all():
                         raise Stop(f"training diverged: the policy's actions are not finite at "
                                    f"step {self.steps}", 1, diverged=True)
@@ -499,4 +501,16 @@ class HostRun:
         return self._write(report.finish, self.settings, self.folder, outcome, self.display)
 
 
-__all__ = ["HostRun", "HostState", "run"]
+def decision_batch(reports: list) -> tuple:
+    """``(obs, masks)`` of the deciding agents of several reports, in order, for one policy
+    call: observations concatenated per sensor, masks (True: allowed) or None."""
+    obs = per_sensor(lambda *o: np.concatenate(o), *[r.decision_obs for r in reports])
+    widths = [r.decision_masks.shape[1] for r in reports if r.decision_masks is not None]
+    if not widths:
+        return obs, None
+    return obs, np.concatenate([r.decision_masks if r.decision_masks is not None
+                                else np.ones((len(r.decision_ids), widths[0]), bool)
+                                for r in reports])
+
+
+__all__ = ["HostRun", "HostState", "decision_batch", "run"]

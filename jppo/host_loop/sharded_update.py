@@ -22,6 +22,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from jppo import distributed
+from jppo.core import observations
 from jppo.core.buffer_update import FlatBuffer, make_buffer_update
 from jppo.core.config import PPOConfig
 from jppo.core.networks import ActionSpec
@@ -77,11 +78,11 @@ def make_layout(mesh: Mesh | None, config: PPOConfig, split_minibatches: bool = 
 def global_buffer(layout: Layout, parts: list[FlatBuffer]) -> FlatBuffer:
     """This process's segments as its shards of the update's buffer (every process calls it
     with its own ``parts``, one per local device); a plain ``FlatBuffer`` without a mesh."""
-    local = FlatBuffer(*(np.concatenate(fields) for fields in zip(*parts)))
+    local = jax.tree_util.tree_map(lambda *fields: np.concatenate(fields), *parts)
     if layout.mesh is None:
         return local
-    return FlatBuffer(*(jax.make_array_from_process_local_data(
-        _rows(layout.mesh), x, (layout.buffer_size,) + x.shape[1:]) for x in local))
+    return jax.tree_util.tree_map(lambda x: jax.make_array_from_process_local_data(
+        _rows(layout.mesh), x, (layout.buffer_size,) + x.shape[1:]), local)
 
 
 def _rows(mesh: Mesh) -> NamedSharding:
@@ -112,16 +113,19 @@ def make_update(layout: Layout, config: PPOConfig, action_spec: ActionSpec, tota
     return jax.jit(update, in_shardings=(rep, _rows(layout.mesh)), out_shardings=(rep, rep))
 
 
-def abstract_buffer(layout: Layout, observation_size: int, action_spec: ActionSpec) -> FlatBuffer:
-    """Shapes, types and shardings of the update's buffer, for compiling ahead of the data."""
-    n, d = layout.buffer_size, observation_size
+def abstract_buffer(layout: Layout, observation_size, action_spec: ActionSpec) -> FlatBuffer:
+    """Shapes, types and shardings of the update's buffer, for compiling ahead of the data
+    (``observation_size``: an int, or one shape per sensor)."""
+    n = layout.buffer_size
     sharding = None if layout.mesh is None else _rows(layout.mesh)
     spec = lambda shape, dtype: jax.ShapeDtypeStruct(shape, dtype, sharding=sharding)
-    actions = (spec((n, action_spec.size), np.float32) if action_spec.is_continuous
-               else spec((n,), np.int32))
-    return FlatBuffer(spec((n, d), np.float32), actions,
-                      spec((n, action_spec.log_prob_dims), np.float32), spec((n,), np.float32),
-                      spec((n,), np.float32), spec((n,), np.float32), spec((n, d), np.float32))
+    obs = lambda: observations.abstract(observation_size, (n,), sharding)
+    actions = spec((n,) + action_spec.action_shape,
+                   np.float32 if action_spec.continuous_size else np.int32)
+    masks = spec((n, action_spec.mask_size), bool) if action_spec.mask_size else None
+    return FlatBuffer(obs(), actions, spec((n, action_spec.log_prob_dims), np.float32),
+                      spec((n,), np.float32), spec((n,), np.float32), spec((n,), np.float32),
+                      obs(), masks)
 
 
 __all__ = ["Layout", "abstract_buffer", "global_buffer", "make_layout", "make_update"]

@@ -15,40 +15,61 @@ in a cut (bootstrapping from the tail's first observation) and its tail waiting 
 update. A fixed size means one compiled update for the whole run; ML-Agents instead takes
 everything it holds once it passes buffer_size, a length that changes every update.
 
+Observations are one array per experience, or a tuple (one per sensor) for a behavior with
+several sensors; a behavior with discrete branches stores, with each experience, the action
+mask its action was chosen under (True: allowed), so the update scores it under that mask.
+
 The learning step on a ``FlatBuffer`` is ``jppo.core.buffer_update``.
 """
 from __future__ import annotations
 
 from collections import deque
-from typing import NamedTuple
+from typing import Any, Callable, NamedTuple, Optional
 
 import numpy as np
 
+from jppo.core import observations
 from jppo.core.buffer_update import FlatBuffer
 from jppo.core.networks import ActionSpec
 from jppo.host_loop.vec_env import AgentSteps
 
 
+def per_sensor(fn: Callable, *obs):
+    """``fn`` applied sensor by sensor to observations (arrays, or tuples of per-sensor arrays)."""
+    if isinstance(obs[0], tuple):
+        return tuple(fn(*parts) for parts in zip(*obs))
+    return fn(*obs)
+
+
 class Trajectory(NamedTuple):
     """T consecutive experiences of one agent.
 
-    ``obs`` ``[T, D]`` float32 (what each action was chosen from), ``actions`` ``[T, A]``
-    float32 raw samples or ``[T]`` int32, ``log_probs`` ``[T, Dl]`` at acting time,
-    ``rewards`` ``[T]`` (the reward that followed each action), ``next_obs`` ``[D]`` (the
-    observation after step T-1: the final one if the episode ended), ``done`` (the episode
-    really ended after step T-1: no bootstrap), ``agent`` ``(worker, agent id)``.
+    ``obs`` ``[T, D]`` float32 (what each action was chosen from; a tuple of ``[T, D_i]`` for
+    several sensors), ``actions`` in the spec's array form (``[T, A]`` float32 raw samples,
+    ``[T]`` int32, ...), ``log_probs`` ``[T, Dl]`` at acting time, ``rewards`` ``[T]`` (the
+    reward that followed each action), ``next_obs`` ``[D]`` (the observation after step T-1:
+    the final one if the episode ended), ``done`` (the episode really ended after step T-1: no
+    bootstrap), ``agent`` ``(worker, agent id)``, ``masks`` ``[T, M]`` bool (True: allowed) the
+    masks the actions were chosen under, or None for a behavior without discrete branches.
     """
 
-    obs: np.ndarray
+    obs: Any
     actions: np.ndarray
     log_probs: np.ndarray
     rewards: np.ndarray
-    next_obs: np.ndarray
+    next_obs: Any
     done: bool
     agent: tuple
+    masks: Optional[np.ndarray] = None
 
     def __len__(self) -> int:  # the number of experiences, not of fields
         return int(self.rewards.shape[0])
+
+    def cut(self, start: int, end: int | None, next_obs, done: bool) -> "Trajectory":
+        """Experiences ``start:end`` as a trajectory ending in ``next_obs`` / ``done``."""
+        part = lambda x: None if x is None else x[start:end]
+        return Trajectory(per_sensor(part, self.obs), part(self.actions), part(self.log_probs),
+                          part(self.rewards), next_obs, done, self.agent, part(self.masks))
 
 
 class Episode(NamedTuple):
@@ -67,12 +88,15 @@ class TrajectoryAssembler:
     whatever the number of agents.
     """
 
-    def __init__(self, time_horizon: int, obs_size: int, action_spec: ActionSpec):
+    def __init__(self, time_horizon: int, obs_size, action_spec: ActionSpec):
         self.time_horizon = int(time_horizon)
         self.obs_size = obs_size
-        self._action_shape = (action_spec.size,) if action_spec.is_continuous else ()
-        self._action_dtype = np.float32 if action_spec.is_continuous else np.int32
+        self._single = observations.is_single(obs_size)
+        self._shapes = observations.sensor_shapes(obs_size)
+        self._action_shape = action_spec.action_shape
+        self._action_dtype = np.float32 if action_spec.continuous_size else np.int32
         self._log_prob_dims = action_spec.log_prob_dims
+        self._mask_size = action_spec.mask_size
         self._slot: dict[tuple, int] = {}
         self._free: list[int] = []
         self._slots = self._steps = 0
@@ -89,7 +113,10 @@ class TrajectoryAssembler:
             return new
 
         get = lambda name: getattr(self, name, None)
-        self._obs = grown(get("_obs"), (slots, steps, self.obs_size), np.float32)
+        old = get("_obs") or [None] * len(self._shapes)
+        self._obs = [grown(o, (slots, steps) + shape, np.float32)
+                     for o, shape in zip(old, self._shapes)]
+        self._masks = grown(get("_masks"), (slots, steps, self._mask_size), bool)
         self._actions = grown(get("_actions"), (slots, steps) + self._action_shape, self._action_dtype)
         self._log_probs = grown(get("_log_probs"), (slots, steps, self._log_prob_dims), np.float32)
         self._rewards = grown(get("_rewards"), (slots, steps), np.float32)
@@ -115,12 +142,18 @@ class TrajectoryAssembler:
         self._episode_length[slot] = 0
         self._free.append(slot)
 
-    def _emit(self, slot: int, agent: tuple, next_obs: np.ndarray, done: bool) -> Trajectory:
+    def _form(self, per_sensor_values: list):
+        """One array for a single sensor, else the tuple."""
+        return per_sensor_values[0] if self._single else tuple(per_sensor_values)
+
+    def _emit(self, slot: int, agent: tuple, next_obs, done: bool) -> Trajectory:
         n = int(self._cursor[slot])
         self._cursor[slot] = 0
-        return Trajectory(self._obs[slot, :n].copy(), self._actions[slot, :n].copy(),
-                          self._log_probs[slot, :n].copy(), self._rewards[slot, :n].copy(),
-                          np.array(next_obs, np.float32), bool(done), agent)
+        return Trajectory(self._form([o[slot, :n].copy() for o in self._obs]),
+                          self._actions[slot, :n].copy(), self._log_probs[slot, :n].copy(),
+                          self._rewards[slot, :n].copy(),
+                          per_sensor(lambda o: np.array(o, np.float32), next_obs), bool(done),
+                          agent, self._masks[slot, :n].copy() if self._mask_size else None)
 
     def _complete(self, slots: np.ndarray, rewards: np.ndarray) -> None:
         """The pending experiences of ``slots`` end with ``rewards``."""
@@ -150,7 +183,8 @@ class TrajectoryAssembler:
                 experiences += 1
                 episodes.append(Episode(float(self._episode_reward[slot]),
                                         int(self._episode_length[slot])))
-                trajectories.append(self._emit(slot, (worker, agent), steps.terminal_obs[j],
+                final = per_sensor(lambda o: o[j], steps.terminal_obs)
+                trajectories.append(self._emit(slot, (worker, agent), final,
                                                done=not steps.interrupted[j]))
             self._release(slot)
         ids = steps.decision_ids.tolist()
@@ -164,10 +198,16 @@ class TrajectoryAssembler:
             experiences += len(done_slots)
             for j in np.flatnonzero(pending)[self._cursor[done_slots] >= self.time_horizon]:
                 trajectories.append(self._emit(int(slots[j]), (worker, ids[j]),
-                                               steps.decision_obs[j], done=False))
+                                               per_sensor(lambda o: o[j], steps.decision_obs),
+                                               done=False))
         if self._cursor[slots].max() >= self._steps:
             self._allocate(self._slots, min(self.time_horizon, 2 * self._steps))
-        self._obs[slots, self._cursor[slots]] = steps.decision_obs
+        cursor = self._cursor[slots]
+        sensors = (steps.decision_obs,) if self._single else steps.decision_obs
+        for store, values in zip(self._obs, sensors):
+            store[slots, cursor] = values
+        if self._mask_size:
+            self._masks[slots, cursor] = True if steps.decision_masks is None else steps.decision_masks
         return trajectories, episodes, experiences
 
     def act(self, worker: int, ids: np.ndarray, actions: np.ndarray, log_probs: np.ndarray) -> None:
@@ -206,11 +246,8 @@ class UpdateBuffer:
             t = self._queue.popleft()
             room = self.size - n
             if len(t) > room:
-                head = Trajectory(t.obs[:room], t.actions[:room], t.log_probs[:room],
-                                  t.rewards[:room], t.obs[room], False, t.agent)
-                tail = Trajectory(t.obs[room:], t.actions[room:], t.log_probs[room:],
-                                  t.rewards[room:], t.next_obs, t.done, t.agent)
-                self._queue.appendleft(tail)
+                head = t.cut(0, room, per_sensor(lambda o: o[room], t.obs), False)
+                self._queue.appendleft(t.cut(room, None, t.next_obs, t.done))
                 t = head
             parts.append(t)
             n += len(t)
@@ -218,16 +255,19 @@ class UpdateBuffer:
         ends = np.cumsum([len(t) for t in parts]) - 1
         dones = np.zeros(self.size, np.float32)
         truncations = np.zeros(self.size, np.float32)
-        final_obs = np.zeros((self.size, parts[0].obs.shape[1]), np.float32)
+        final_obs = per_sensor(lambda o: np.zeros((self.size,) + o.shape[1:], np.float32),
+                               parts[0].obs)
         for end, t in zip(ends, parts):
             if t.done:
                 dones[end] = 1.0
             else:
                 truncations[end] = 1.0
-                final_obs[end] = t.next_obs
+                per_sensor(lambda store, o: store.__setitem__(end, o), final_obs, t.next_obs)
         cat = lambda name: np.concatenate([getattr(t, name) for t in parts])
-        return FlatBuffer(cat("obs"), cat("actions"), cat("log_probs"), cat("rewards"), dones,
-                          truncations, final_obs)
+        obs = per_sensor(lambda *o: np.concatenate(o), *[t.obs for t in parts])
+        masks = None if parts[0].masks is None else cat("masks")
+        return FlatBuffer(obs, cat("actions"), cat("log_probs"), cat("rewards"), dones,
+                          truncations, final_obs, masks)
 
 
 __all__ = ["Episode", "Trajectory", "TrajectoryAssembler", "UpdateBuffer"]

@@ -21,7 +21,9 @@ every worker that has answered (at least one), so a slow or terminal-only step o
 does not hold the others. The figures behind both choices are in benchmarks/README.md.
 
 The policy's raw Gaussian sample is what the trainer stores and scores; Unity receives
-``clamp(a, -3, 3) / 3``. Discrete actions go as ``[n, 1]`` int32.
+``clamp(a, -3, 3) / 3``. Discrete actions go as ``[n, branches]`` int32; hybrid actions as both.
+Observations arrive per sensor: one array for a behavior with one sensor, else a tuple in the
+scene's order; action masks (``DecisionSteps.action_mask``) come with every report.
 
 Each worker's gRPC server, which Unity connects to, listens on ``bind`` (localhost unless the
 user asks otherwise: mlagents-envs listens on every interface, an unauthenticated service open
@@ -176,10 +178,7 @@ class UnityVecEnv(VecEnv):
                 if len(ids) == 0 or name not in per_behavior:
                     continue  # UnityEnvironment sends zeros for a behavior given no actions
                 values = order_actions(per_behavior[name], ids, worker.index, name)
-                if self.specs[name].continuous_size:
-                    payload[name] = to_unit_range(values)
-                else:
-                    payload[name] = np.asarray(values, np.int32).reshape(len(ids), -1)
+                payload[name] = to_unity_actions(self.specs[name], values, len(ids))
             try:
                 worker.conn.send(("step", payload))
             except OSError:
@@ -245,8 +244,9 @@ class UnityVecEnv(VecEnv):
         return out
 
     def _check_specs(self, worker: int, specs: tuple) -> None:
-        for name, shapes, continuous, branches in specs:
-            spec = BehaviorSpec(name, tuple(tuple(s) for s in shapes), continuous, tuple(branches))
+        for name, shapes, continuous, branches, names, properties in specs:
+            spec = BehaviorSpec(name, tuple(tuple(s) for s in shapes), continuous, tuple(branches),
+                                tuple(names), tuple(tuple(p) for p in properties))
             known = self.specs.get(name)
             if known is None:
                 self.specs[name] = spec
@@ -302,30 +302,40 @@ class UnityVecEnv(VecEnv):
         return EnvFault(kind, message, worker)
 
 
+def to_unity_actions(spec: BehaviorSpec, values: np.ndarray, n: int):
+    """What ``ActionTuple`` takes for ``n`` agents from the policy's actions in their array form:
+    continuous ``clamp(a, -3, 3) / 3`` float32 ``[n, A]``, discrete int32 ``[n, B]``, or both."""
+    c = spec.continuous_size
+    if not spec.discrete_branches:
+        return to_unit_range(values)
+    discrete = np.asarray(values[:, c:] if c else values, np.int32).reshape(n, -1)
+    return (to_unit_range(values[:, :c]), discrete) if c else discrete
+
+
 def to_agent_steps(payload: tuple) -> AgentSteps:
-    """An ``AgentSteps`` from a worker's report of one behavior (see ``jppo.host_loop.unity_worker``):
-    ``(decision ids, [obs per sensor], rewards, terminal ids, [obs per sensor], rewards,
-    interrupted)``; several sensors are flattened and concatenated per agent."""
-    d_ids, d_obs, d_rew, t_ids, t_obs, t_rew, interrupted = payload
-    return AgentSteps(np.asarray(d_ids), _flatten(d_obs, len(d_ids)), np.asarray(d_rew, np.float32),
-                      np.asarray(t_ids), _flatten(t_obs, len(t_ids)), np.asarray(t_rew, np.float32),
-                      np.asarray(interrupted, bool))
+    """An ``AgentSteps`` from a worker's report of one behavior (see
+    ``jppo.host_loop.unity_worker``): ``(decision ids, [obs per sensor], rewards, terminal ids,
+    [obs per sensor], rewards, interrupted, allowed)``. One sensor's observations stay one
+    array, several are a tuple in the scene's order; nothing is reshaped or concatenated, so
+    whatever a sensor sends reaches the trainer as it is (``connect.pick_behavior`` has checked
+    that every sensor is one jppo trains)."""
+    d_ids, d_obs, d_rew, t_ids, t_obs, t_rew, interrupted, allowed = payload
+    per_sensor = lambda obs: (np.asarray(obs[0], np.float32) if len(obs) == 1
+                              else tuple(np.asarray(o, np.float32) for o in obs))
+    return AgentSteps(np.asarray(d_ids), per_sensor(d_obs), np.asarray(d_rew, np.float32),
+                      np.asarray(t_ids), per_sensor(t_obs), np.asarray(t_rew, np.float32),
+                      np.asarray(interrupted, bool),
+                      None if allowed is None else np.asarray(allowed, bool))
 
 
 def non_finite(steps: AgentSteps) -> str | None:
     """What is wrong with ``steps`` ("NaN observations", "Inf rewards", ...), or None.
     mlagents-envs 0.28 raises on NaN and Inf itself; this guards what reaches the trainer."""
-    for what, values in (("observations", steps.decision_obs), ("observations", steps.terminal_obs),
-                         ("rewards", steps.decision_rewards), ("rewards", steps.terminal_rewards)):
+    sensors = lambda obs: obs if isinstance(obs, tuple) else (obs,)
+    for what, values in ([("observations", o) for o in sensors(steps.decision_obs)]
+                         + [("observations", o) for o in sensors(steps.terminal_obs)]
+                         + [("rewards", steps.decision_rewards),
+                            ("rewards", steps.terminal_rewards)]):
         if not np.isfinite(values).all():
             return f"{'NaN' if np.isnan(values).any() else 'Inf'} {what}"
     return None
-
-
-def _flatten(obs: list, n: int) -> np.ndarray:
-    """One ``[n, obs]`` float32 array from a behavior's per-sensor observations."""
-    if len(obs) == 1 and np.ndim(obs[0]) == 2:
-        return np.asarray(obs[0], np.float32)
-    if not obs:
-        return np.zeros((n, 0), np.float32)
-    return np.concatenate([np.reshape(o, (n, -1)) for o in obs], axis=1).astype(np.float32)

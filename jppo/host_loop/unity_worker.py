@@ -7,15 +7,19 @@ the time and memory ``import jppo`` takes (benchmarks/README.md). It talks over 
 ``multiprocessing.connection`` messages (pickled tuples):
 
     trainer -> worker: first a settings dict (UnityEnvironment arguments, side channel values)
-                       ("step", {behavior: actions [n, A] float32 or [n, B] int32, in decision order})
+                       ("step", {behavior: actions [n, A] float32, [n, B] int32, or the pair
+                                 of both for hybrid actions, in decision order})
                        ("close",)
     worker -> trainer: ("steps", specs or None, {behavior: (decision ids, obs list, rewards,
-                        terminal ids, obs list, rewards, interrupted)})
+                        terminal ids, obs list, rewards, interrupted, allowed or None)})
                        ("error", kind, text)   then the worker exits
                        ("closed",)
 
-``specs`` (a tuple of (name, observation shapes, continuous size, discrete branches)) is sent
-with the first report and whenever the set of behaviors changes. The Python side of the
+``specs`` (a tuple of (name, observation shapes, continuous size, discrete branches, sensor
+names, dimension properties)) is sent with the first report and whenever the set of behaviors
+changes. ``allowed`` is ``[n, sum(branches)]`` bool, True where a discrete choice is allowed
+(the negation of ``DecisionSteps.action_mask``, concatenated over branches), None for a
+behavior without discrete actions. The Python side of the
 protocol (protobuf parsing in pure Python) holds the GIL, so one
 process per worker is what lets several Unity instances be served in parallel.
 
@@ -120,20 +124,33 @@ def _make_env(settings: dict):
 def _specs(env) -> tuple:
     out = []
     for name, spec in env.behavior_specs.items():
-        shapes = tuple(tuple(int(d) for d in o.shape) for o in spec.observation_specs)
-        out.append((name, shapes, int(spec.action_spec.continuous_size),
-                    tuple(int(b) for b in spec.action_spec.discrete_branches)))
+        sensors = spec.observation_specs
+        out.append((name, tuple(tuple(int(d) for d in o.shape) for o in sensors),
+                    int(spec.action_spec.continuous_size),
+                    tuple(int(b) for b in spec.action_spec.discrete_branches),
+                    tuple(str(o.name) for o in sensors),
+                    tuple(tuple(int(p) for p in o.dimension_property) for o in sensors)))
     return tuple(sorted(out))
+
+
+def _allowed(steps, branches: tuple):
+    """``[n, sum(branches)]`` bool, True where allowed, or None without discrete actions."""
+    if not branches:
+        return None
+    if steps.action_mask is None:
+        return np.ones((len(steps), sum(branches)), bool)
+    return ~np.concatenate([np.asarray(m, bool) for m in steps.action_mask], axis=1)
 
 
 def _report(env) -> dict:
     out = {}
-    for name in env.behavior_specs:
+    for name, spec in env.behavior_specs.items():
         d, t = env.get_steps(name)
         out[name] = (np.asarray(d.agent_id), [np.asarray(o, np.float32) for o in d.obs],
                      np.asarray(d.reward, np.float32), np.asarray(t.agent_id),
                      [np.asarray(o, np.float32) for o in t.obs], np.asarray(t.reward, np.float32),
-                     np.asarray(t.interrupted, bool))
+                     np.asarray(t.interrupted, bool),
+                     _allowed(d, tuple(spec.action_spec.discrete_branches)))
     return out
 
 
@@ -161,7 +178,9 @@ def _set_actions(env, actions: dict) -> None:
     from mlagents_envs.base_env import ActionTuple
 
     for name, values in actions.items():
-        if values.dtype.kind == "f":
+        if isinstance(values, tuple):
+            env.set_actions(name, ActionTuple(continuous=values[0], discrete=values[1]))
+        elif values.dtype.kind == "f":
             env.set_actions(name, ActionTuple(continuous=values))
         else:
             env.set_actions(name, ActionTuple(discrete=values))

@@ -21,10 +21,11 @@ from __future__ import annotations
 
 import abc
 import dataclasses
-from typing import Mapping, NamedTuple, Sequence
+from typing import Any, Mapping, NamedTuple, Optional, Sequence
 
 import numpy as np
 
+from jppo.core import observations
 from jppo.core.networks import ActionSpec
 from jppo.core.policy import ACTION_CLAMP
 
@@ -33,32 +34,42 @@ class AgentSteps(NamedTuple):
     """One worker's agents of one behavior after a step (n deciding, m terminal).
 
     - ``decision_ids``: ``[n]`` int, agents requesting an action now;
-    - ``decision_obs``: ``[n, obs]`` float32, their observations;
+    - ``decision_obs``: ``[n, obs]`` float32, their observations (a tuple of ``[n, obs_i]``,
+      one per sensor, where the behavior has several sensors);
     - ``decision_rewards``: ``[n]`` float32, reward since each agent's previous decision;
     - ``terminal_ids``: ``[m]`` int, agents whose episode ended since the last report;
-    - ``terminal_obs``: ``[m, obs]`` float32, their final observations;
+    - ``terminal_obs``: ``[m, obs]`` float32 (or a tuple per sensor), their final observations;
     - ``terminal_rewards``: ``[m]`` float32, their last rewards;
     - ``interrupted``: ``[m]`` bool, True where a time limit ended the episode (bootstrap),
-      False where it really ended (no bootstrap).
+      False where it really ended (no bootstrap);
+    - ``decision_masks``: ``[n, sum(branches)]`` bool, True where a discrete choice is allowed
+      for the deciding agent (``1 - DecisionSteps.action_mask``), or None: every choice.
     """
 
     decision_ids: np.ndarray
-    decision_obs: np.ndarray
+    decision_obs: Any
     decision_rewards: np.ndarray
     terminal_ids: np.ndarray
-    terminal_obs: np.ndarray
+    terminal_obs: Any
     terminal_rewards: np.ndarray
     interrupted: np.ndarray
+    decision_masks: Optional[np.ndarray] = None
 
     @staticmethod
-    def empty(obs_size: int) -> "AgentSteps":
-        ids, obs, f = np.zeros(0, np.int64), np.zeros((0, obs_size), np.float32), np.zeros(0, np.float32)
+    def empty(obs_size) -> "AgentSteps":
+        """No agents, for observations of ``obs_size`` (an int, or one shape per sensor)."""
+        ids, f = np.zeros(0, np.int64), np.zeros(0, np.float32)
+        shapes = [(0,) + s for s in observations.sensor_shapes(obs_size)]
+        obs = (np.zeros(shapes[0], np.float32) if observations.is_single(obs_size)
+               else tuple(np.zeros(s, np.float32) for s in shapes))
         return AgentSteps(ids, obs, f, ids, obs, f, np.zeros(0, bool))
 
 
 class Actions(NamedTuple):
-    """Actions for one worker's behavior: ``ids`` ``[n]`` and ``values`` ``[n, A]`` float (the
-    raw Gaussian sample) or ``[n]`` int (a discrete choice), row i for agent ``ids[i]``."""
+    """Actions for one worker's behavior: ``ids`` ``[n]`` and ``values`` in the array form of
+    the action spec (``jppo.core.distributions``): ``[n, A]`` float (the raw Gaussian sample),
+    ``[n]`` int (one discrete branch), ``[n, B]`` int (branches), ``[n, A + B]`` float (both),
+    row i for agent ``ids[i]``."""
 
     ids: np.ndarray
     values: np.ndarray
@@ -68,30 +79,29 @@ class Actions(NamedTuple):
 class BehaviorSpec:
     """What a behavior observes and does, as the environment declares it.
 
-    ``observation_shapes``: one shape per sensor; ``continuous_size`` and ``discrete_branches``
-    as in ML-Agents (a Gymnasium Discrete(n) is one branch of n).
+    ``observation_shapes``: one shape per sensor; ``observation_names`` and
+    ``dimension_properties`` (ML-Agents' ``ObservationSpec``, per sensor; empty where the
+    environment does not say) name and describe them; ``continuous_size`` and
+    ``discrete_branches`` as in ML-Agents (a Gymnasium Discrete(n) is one branch of n).
     """
 
     name: str
     observation_shapes: tuple
     continuous_size: int
     discrete_branches: tuple = ()
+    observation_names: tuple = ()
+    dimension_properties: tuple = ()
 
     def action_spec(self) -> ActionSpec | None:
-        """jppo's ActionSpec, or None where jppo cannot train it (hybrid, several branches)."""
-        if self.continuous_size > 0 and not self.discrete_branches:
-            return ActionSpec.continuous(self.continuous_size)
-        if self.continuous_size == 0 and len(self.discrete_branches) == 1:
-            return ActionSpec.discrete(self.discrete_branches[0])
-        return None
+        """jppo's ActionSpec (any mix of continuous actions and discrete branches), or None for
+        a behavior without actions."""
+        if self.continuous_size == 0 and not self.discrete_branches:
+            return None
+        return ActionSpec(self.continuous_size, tuple(self.discrete_branches))
 
     def describe_actions(self) -> str:
-        parts = []
-        if self.continuous_size:
-            parts.append(f"{self.continuous_size} continuous")
-        if self.discrete_branches:
-            parts.append(f"discrete branches {list(self.discrete_branches)}")
-        return " and ".join(parts) or "no actions"
+        spec = self.action_spec()
+        return spec.describe() if spec is not None else "no actions"
 
 
 class EnvFault(Exception):

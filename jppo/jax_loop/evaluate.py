@@ -6,7 +6,7 @@ import jax.numpy as jnp
 
 from jppo.envs.base import Environment
 from jppo.core.policy import Policy
-from jppo.jax_loop.rollout import to_env_action
+from jppo.jax_loop.rollout import has_action_mask, to_env_action
 
 
 def _play(env: Environment, env_params, policy: Policy, params, normalizer, key: jax.Array,
@@ -16,16 +16,19 @@ def _play(env: Environment, env_params, policy: Policy, params, normalizer, key:
     repeat the final one, which is the true one, never a reset) and ``rewards`` zero after the
     end. An unused output costs nothing: XLA drops what a caller does not read."""
     space = env.action_space(env_params)
+    masked = has_action_mask(env, env_params)
+    one_agent = lambda tree: jax.tree_util.tree_map(lambda x: x[None], tree)
     reset_key, key = jax.random.split(key)
     obs, state = env.reset(reset_key, env_params)
 
     def step(carry, _):
         obs, state, alive, length, key = carry
         key, act_key, env_key = jax.random.split(key, 3)
+        mask = one_agent(env.action_mask(state, env_params)) if masked else None
         if deterministic:
-            action = policy.mode(params, normalizer, obs[None])[0]
+            action = policy.mode(params, normalizer, one_agent(obs), mask)[0]
         else:
-            action = policy.act(params, normalizer, obs[None], act_key)[0][0]
+            action = policy.act(params, normalizer, one_agent(obs), act_key, mask)[0][0]
         next_obs, next_state, reward, terminated, truncated, _ = env.step(
             env_key, state, to_env_action(space, action), env_params)
         keep = lambda new, old: jax.tree_util.tree_map(lambda a, b: jnp.where(alive, a, b),

@@ -4,6 +4,10 @@ Each environment is one agent; a step is one agent decision, so a rollout of ``n
 over ``num_envs`` environments is ``num_steps * num_envs`` ML-Agents steps. Episodes reset
 inside the scan. A time limit (truncation) and a ``time_horizon`` cut both bootstrap from
 V(next observation); only a real end (termination) zeroes it.
+
+Observations may be a tuple (one array per sensor); an environment with masked discrete
+actions (``Environment.action_mask``) has its mask read at every step, used when acting and
+stored in the rollout, so the update scores each action under the mask it was chosen with.
 """
 from __future__ import annotations
 
@@ -13,18 +17,25 @@ from typing import Any, NamedTuple
 import flax.struct
 import jax
 import jax.numpy as jnp
+import numpy as np
 
-from jppo.envs.base import Box, Environment, step_or_reset
+from jppo.core import observations
+from jppo.envs.base import Box, Environment, Hybrid, step_or_reset
 from jppo.core.policy import ACTION_CLAMP, Policy
 from jppo.core.update import Rollout
 
 
-def to_env_action(space, action: jax.Array) -> jax.Array:
-    """The environment's action from the policy's raw sample.
+def to_env_action(space, action: jax.Array):
+    """The environment's action from the policy's raw sample (its array form).
 
     Continuous: ML-Agents' ``clamp(a, -3, 3) / 3``, then mapped affinely from [-1, 1] onto a
-    bounded Box (3DBall's Box is [-1, 1], so nothing more). Discrete: the index as is.
+    bounded Box (3DBall's Box is [-1, 1], so nothing more). Discrete and MultiDiscrete: the
+    indices as they are. Hybrid: the pair ``(continuous as a Box's, discrete int32)``.
     """
+    if isinstance(space, Hybrid):
+        size = space.continuous.shape[0]
+        return (to_env_action(space.continuous, action[..., :size]),
+                action[..., size:].astype(jnp.int32))
     if not isinstance(space, Box):
         return action
     scaled = jnp.clip(action, -ACTION_CLAMP, ACTION_CLAMP) / ACTION_CLAMP
@@ -40,7 +51,7 @@ class RunnerState:
     """Everything about the environments that persists between rollouts, batched over envs."""
 
     env_state: Any
-    obs: jax.Array  # [E, obs_dim]
+    obs: Any  # [E, obs_dim], or a tuple of them (one per sensor)
     since_cut: jax.Array  # [E] int32: steps since the episode began or time_horizon last cut it
     episode_return: jax.Array  # [E] return of the episode in progress
     episode_length: jax.Array  # [E] int32
@@ -78,14 +89,20 @@ def make_collect(env: Environment, env_params, policy: Policy, num_steps: int,
     step_env = jax.vmap(step_or_reset, in_axes=(None, 0, 0, 0, 0, None))
     reset_all = jax.vmap(jax.vmap(env.reset, in_axes=(0, None)), in_axes=(0, None))
 
-    obs_size = env.observation_space(env_params).shape[0]
-    act_size = policy.action_spec.size if policy.action_spec.is_continuous else 1
-    lp_size = policy.action_spec.log_prob_dims
+    obs_spec = observation_spec(env, env_params)
+    obs_size = observations.total_size(obs_spec)
+    spec = policy.action_spec
+    act_size = max(1, int(np.prod(spec.action_shape)))
+    lp_size = spec.log_prob_dims
+    masked = has_action_mask(env, env_params)
+    mask_size = spec.mask_size if masked else 0
+    masks_of = jax.vmap(env.action_mask, in_axes=(0, None))
 
     def one_step(params, normalizer, carry, draws):
         runner, stats = carry
         noise, step_keys, reset = draws
-        action, log_prob = policy.act_with_noise(params, normalizer, runner.obs, noise)
+        mask = masks_of(runner.env_state, env_params) if masked else None
+        action, log_prob = policy.act_with_noise(params, normalizer, runner.obs, noise, mask)
         out = step_env(env, step_keys, runner.env_state, to_env_action(space, action), reset,
                        env_params)
         done = out.terminated | out.truncated
@@ -101,8 +118,9 @@ def make_collect(env: Environment, env_params, policy: Policy, num_steps: int,
         # One packed row per env: a scan writes each output array once per step, and on CPU
         # every such write is a kernel of its own.
         f32 = lambda x: jnp.reshape(x, (x.shape[0], -1)).astype(jnp.float32)
-        packed = jnp.concatenate([f32(runner.obs), f32(out.final_obs), f32(action), f32(log_prob),
-                                  f32(out.reward), f32(out.terminated), f32(cut)], axis=-1)
+        parts = [observations.flat(runner.obs), observations.flat(out.final_obs), action,
+                 log_prob, out.reward, out.terminated, cut] + ([mask] if masked else [])
+        packed = jnp.concatenate([f32(x) for x in parts], axis=-1)
         runner = RunnerState(out.state, out.obs, jnp.where(done | cut, 0, since_cut),
                              jnp.where(done, 0.0, episode_return),
                              jnp.where(done, 0, episode_length), runner.key)
@@ -110,16 +128,18 @@ def make_collect(env: Environment, env_params, policy: Policy, num_steps: int,
 
     def unpack(packed):
         """The packed rows ``[T, E, width]`` as (obs, final_obs, action, log_prob, reward,
-        terminated, cut)."""
-        sizes = [obs_size, obs_size, act_size, lp_size, 1, 1, 1]
+        terminated, cut, mask or None)."""
+        sizes = [obs_size, obs_size, act_size, lp_size, 1, 1, 1, mask_size]
         parts = jnp.split(packed, list(itertools.accumulate(sizes))[:-1], axis=-1)
-        obs, final_obs, action, log_prob, reward, terminated, cut = parts
-        if not policy.action_spec.is_continuous:
-            action = action[..., 0].astype(jnp.int32)  # choices are small ints: exact in float32
-        return obs, final_obs, action, log_prob, reward[..., 0], terminated[..., 0], cut[..., 0]
+        obs, final_obs, action, log_prob, reward, terminated, cut, mask = parts
+        # Choices are small ints: exact in float32.
+        action = jnp.reshape(action, action.shape[:-1] + spec.action_shape).astype(spec.action_dtype)
+        return (observations.unflat(obs, obs_spec), observations.unflat(final_obs, obs_spec),
+                action, log_prob, reward[..., 0], terminated[..., 0], cut[..., 0],
+                mask if masked else None)
 
     def collect(params, normalizer, runner: RunnerState):
-        num_envs = runner.obs.shape[0]
+        num_envs = runner.episode_return.shape[0]
         key, noise_key, step_key, reset_key = jax.random.split(runner.key, 4)
         draws = (policy.sample_noise(noise_key, (num_steps, num_envs)),
                  jax.random.split(step_key, (num_steps, num_envs)),
@@ -129,11 +149,27 @@ def make_collect(env: Environment, env_params, policy: Policy, num_steps: int,
                                                (runner.replace(key=key),
                                                 EpisodeStats(izero, zero, zero, izero)), draws)
         stats = EpisodeStats(*(jnp.sum(x) for x in stats))
-        obs, final_obs, action, log_prob, reward, terminated, cut = unpack(packed)
+        obs, final_obs, action, log_prob, reward, terminated, cut, mask = unpack(packed)
         final_values = jnp.where(cut > 0, policy.value(params, normalizer, final_obs), 0.0)
         rollout = Rollout(obs, action, log_prob, policy.value(params, normalizer, obs), reward,
                           terminated, policy.value(params, normalizer, runner.obs), cut,
-                          final_values)
+                          final_values, mask)
         return runner, rollout, stats
 
     return collect
+
+
+def observation_spec(env: Environment, env_params):
+    """``observation_size`` in ``jppo.core.observations``' form: an int for one Box, one shape
+    per sensor for a tuple of Boxes."""
+    space = env.observation_space(env_params)
+    if isinstance(space, Box):
+        return int(space.shape[0])
+    return tuple(tuple(int(d) for d in box.shape) for box in space)
+
+
+def has_action_mask(env: Environment, env_params) -> bool:
+    """Whether ``env`` masks its discrete actions (its ``action_mask`` returns an array)."""
+    def mask_of_reset(key):
+        return env.action_mask(env.reset(key, env_params)[1], env_params)
+    return jax.eval_shape(mask_of_reset, jax.random.PRNGKey(0)) is not None

@@ -49,7 +49,7 @@ def place(mesh: Mesh | None, host_states: Any) -> Any:
 def local_env_count(states: Any) -> int:
     """How many environments this process's devices step (the env axis of the runner's
     observations, counted over the process's own shards, each env once)."""
-    obs = states.runner.obs
+    obs = jax.tree_util.tree_leaves(states.runner.obs)[0]
     if not isinstance(obs, jax.Array) or obs.is_fully_addressable:
         return int(obs.shape[1])
     envs = set()

@@ -16,12 +16,12 @@ import jax.numpy as jnp
 
 from jppo import distributed
 from jppo.core.config import PPOConfig
-from jppo.envs.base import Box, Discrete, Environment
+from jppo.envs.base import Box, Discrete, Environment, Hybrid, MultiDiscrete
 from jppo.core.networks import ActionSpec
 from jppo.core.policy import make_policy
 from jppo.core.update import TrainState, init_train_state, make_update
 from jppo.jax_loop import sharding
-from jppo.jax_loop.rollout import RunnerState, init_runner, make_collect
+from jppo.jax_loop.rollout import RunnerState, init_runner, make_collect, observation_spec
 
 
 @flax.struct.dataclass
@@ -36,9 +36,14 @@ class LoopState:
 def action_spec_of(space) -> ActionSpec:
     if isinstance(space, Discrete):
         return ActionSpec.discrete(space.n)
+    if isinstance(space, MultiDiscrete):
+        return ActionSpec.discrete(tuple(space.nvec))
     if isinstance(space, Box) and len(space.shape) == 1:
         return ActionSpec.continuous(space.shape[0])
-    raise ValueError(f"unsupported action space {space!r}; jppo handles Discrete and 1-D Box.")
+    if isinstance(space, Hybrid) and len(space.continuous.shape) == 1:
+        return ActionSpec.hybrid(space.continuous.shape[0], space.discrete.nvec)
+    raise ValueError(f"unsupported action space {space!r}; jppo handles Discrete, MultiDiscrete, "
+                     "1-D Box and Hybrid.")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -75,8 +80,9 @@ class Trainer:
         return action_spec_of(self.env.action_space(self.env_params))
 
     @property
-    def observation_size(self) -> int:
-        return int(self.env.observation_space(self.env_params).shape[0])
+    def observation_size(self):
+        """An int (one observation array), or one shape per sensor."""
+        return observation_spec(self.env, self.env_params)
 
     def init(self, key: jax.Array) -> LoopState:
         train_key, env_key = jax.random.split(key)

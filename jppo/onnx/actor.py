@@ -4,22 +4,28 @@
 
 (``python -m jppo.export RUN_DIR`` exports a run folder's policy with it.)
 
-The graph (opset 9, built with ``onnx.helper``) has the input ``obs_0`` ``[batch, obs]`` of raw
-observations: the normalizer is folded into it as constants. It reproduces what ML-Agents'
-``SimpleActor.forward`` exports (``mlagents/trainers/torch_entities/networks.py``,
-``action_model.py``, ``distributions.py``, ``model_serialization.py``):
+The graph (opset 9, built with ``onnx.helper``) reproduces what ML-Agents' ``SimpleActor.forward``
+exports (``mlagents/trainers/torch/networks.py``, ``action_model.py``, ``distributions.py``,
+``model_serialization.py``), input and output names and order included:
 
+- inputs ``obs_0``, ``obs_1``, ... ``[batch, D_i]``, one per sensor in the scene's order (raw
+  observations: each sensor's normalizer is folded into the graph as constants, then the
+  sensors are concatenated before the body); ``action_masks`` ``[batch, sum(branches)]`` (1
+  allowed, 0 masked) when there are discrete branches;
 - ``version_number`` = [3.], ``memory_size`` = [0.]: float32 ``[1]`` (torch ``Tensor([..])``;
   Unity reads them as ``Tensor<float>``);
 - continuous: ``continuous_actions`` ``[batch, A]`` = clip(mu + sigma * noise, -3, 3) / 3 with
   the noise drawn in the graph (``RandomNormalLike``), ``continuous_action_output_shape`` = [A.]
   float32 ``[1]``, ``deterministic_continuous_actions`` = clip(mu, -3, 3) / 3;
-- discrete: an ``action_masks`` input ``[batch, n]`` (1 allowed, 0 masked; Unity feeds it and
-  warns when a discrete model lacks it), ``discrete_actions`` ``[batch, 1]`` int64 sampled with
-  ``Multinomial`` (torch.multinomial), ``discrete_action_output_shape`` = [[n.]] float32
-  ``[1, 1]`` (the branch sizes), ``deterministic_discrete_actions`` ``[batch, 1]`` int64 argmax.
+- discrete: per branch the logits masked as ML-Agents' ``_mask_branch`` does,
+  ``logits * mask - 1e8 * (mask * -1 + 1)`` (``-1 * mask + 1`` rather than ``1 - mask``: Unity's
+  inference engine may swap the inputs of a constant-first ``Sub``); ``discrete_actions``
+  ``[batch, branches]`` int64 sampled per branch with ``Multinomial`` (torch.multinomial),
+  ``discrete_action_output_shape`` = [[b0., b1., ...]] float32 ``[1, branches]``,
+  ``deterministic_discrete_actions`` ``[batch, branches]`` int64 argmax per branch;
+- a hybrid action has both sets, continuous first, as ML-Agents writes them.
 
-The critic is not exported. Only the single-branch action specs jppo trains are supported.
+The critic is not exported.
 """
 from __future__ import annotations
 
@@ -29,7 +35,9 @@ import numpy as np
 import onnx
 
 from jppo.core import normalizer as obs_norm
+from jppo.core import observations
 from jppo.core.config import PPOConfig
+from jppo.core.distributions import MASKED_LOGIT, branch_slices
 from jppo.core.networks import ActionSpec
 from jppo.onnx.graph import (BATCH, FLOAT, INT64, GraphBuilder, clamp_to_unit, dense,
                              layer_norm, normalize, swish, value_info)
@@ -41,7 +49,11 @@ OBS_INPUT = "obs_0"
 MASK_INPUT = "action_masks"
 _LAYER_NORM_EPS = 1e-5  # networks.MLP's LayerNorm epsilon ("seed" preset)
 _VAR_FLOOR = 1e-8  # normalizer's floor on the variance
-_MASK_PENALTY = 1e8  # ML-Agents' MultiCategoricalDistribution._mask_branch constant
+
+
+def obs_input(i: int) -> str:
+    """ML-Agents' TensorNames.get_observation_name: the i-th sensor's input."""
+    return f"obs_{i}"
 
 
 # --------------------------------------------------------------------------- graph pieces
@@ -99,25 +111,36 @@ def _continuous_head(g: GraphBuilder, mu: str, log_std: np.ndarray, size: int) -
             value_info("deterministic_continuous_actions", FLOAT, [BATCH, size])]
 
 
-def _discrete_head(g: GraphBuilder, logits: str, size: int) -> list:
-    """Outputs of a Categorical over ``size`` choices with ``logits[B, size]`` and the mask."""
-    # ML-Agents' masking: logits * mask - 1e8 * (1 - mask) (Barracuda-friendly, no Where op).
-    blocked = g.op("Sub", g.const("one", 1.0), MASK_INPUT)
+def _discrete_head(g: GraphBuilder, logits: str, branches: tuple) -> list:
+    """Outputs of one masked categorical per branch over ``logits[B, sum(branches)]``."""
+    # ML-Agents' _mask_branch: logits * mask - 1e8 * block, block = mask * -1 + 1 (no
+    # constant-first Sub, whose inputs Unity's importer may swap; no Where op).
+    block = g.op("Add", g.op("Mul", MASK_INPUT, g.const("minus_one", -1.0)), g.const("one", 1.0))
     masked = g.op("Sub", g.op("Mul", logits, MASK_INPUT),
-                  g.op("Mul", blocked, g.const("mask_penalty", _MASK_PENALTY)))
-    # Multinomial takes unnormalized log-probabilities, so the logits go in as they are.
-    g.op("Multinomial", masked, out="discrete_actions", dtype=INT64, sample_size=1)
-    g.constant_output("discrete_action_output_shape", [[size]])  # [1, branches], as torch
-    g.op("ArgMax", masked, out="deterministic_discrete_actions", axis=1, keepdims=1)
-    return [value_info("discrete_actions", INT64, [BATCH, 1]),
-            value_info("discrete_action_output_shape", FLOAT, [1, 1]),
-            value_info("deterministic_discrete_actions", INT64, [BATCH, 1])]
+                  g.op("Mul", block, g.const("mask_penalty", -MASKED_LOGIT)))
+    samples, modes = [], []
+    for i, part in enumerate(branch_slices(branches)):
+        branch = (masked if len(branches) == 1 else
+                  g.op("Slice", masked, axes=[1], starts=[part.start], ends=[part.stop]))
+        # Multinomial takes unnormalized log-probabilities, so the masked logits go in as
+        # they are (a masked choice, at -1e8, is never drawn).
+        samples.append(g.op("Multinomial", branch, dtype=INT64, sample_size=1))
+        modes.append(g.op("ArgMax", branch, axis=1, keepdims=1))
+    g.op("Concat", *samples, out="discrete_actions", axis=1)
+    g.constant_output("discrete_action_output_shape", [list(branches)])  # [1, branches], as torch
+    g.op("Concat", *modes, out="deterministic_discrete_actions", axis=1)
+    n = len(branches)
+    return [value_info("discrete_actions", INT64, [BATCH, n]),
+            value_info("discrete_action_output_shape", FLOAT, [1, n]),
+            value_info("deterministic_discrete_actions", INT64, [BATCH, n])]
 
 
-def build_model(params, normalizer: obs_norm.NormalizerState, config: PPOConfig,
-                action_spec: ActionSpec, observation_size: int) -> onnx.ModelProto:
+def build_model(params, normalizer, config: PPOConfig, action_spec: ActionSpec,
+                observation_size) -> onnx.ModelProto:
     """The actor as an unchecked ONNX model (see the module docstring for inputs and outputs);
-    ``ValueError`` when the params do not fit the config, action spec and observation size."""
+    ``observation_size`` is an int (one sensor) or one shape per sensor, ``normalizer`` of the
+    same form. ``ValueError`` when the params do not fit the config, action spec and
+    observation size."""
     # Accept the variables of ``model.init`` ({"params": ...}) or the bare params.
     p = _to_numpy(params.get("params", params))
     try:
@@ -128,38 +151,54 @@ def build_model(params, normalizer: obs_norm.NormalizerState, config: PPOConfig,
 
 
 def _build(p: dict, normalizer, config: PPOConfig, action_spec: ActionSpec,
-           observation_size: int) -> onnx.ModelProto:
+           observation_size) -> onnx.ModelProto:
     """``build_model`` on params already converted to nested numpy dicts."""
     g = GraphBuilder()
-    inputs = [value_info(OBS_INPUT, FLOAT, [BATCH, observation_size])]
+    shapes = observations.sensor_shapes(observation_size)
+    for shape in shapes:
+        if len(shape) != 1:
+            raise ValueError(f"a sensor of shape {shape}: only vector sensors are exported.")
+    stats = [normalizer] if observations.is_single(observation_size) else list(normalizer)
+    if len(stats) != len(shapes):
+        raise ValueError(f"{len(stats)} normalizer(s) for {len(shapes)} sensor(s).")
+    inputs = [value_info(obs_input(i), FLOAT, [BATCH, shape[0]]) for i, shape in enumerate(shapes)]
     outputs = [value_info("version_number", FLOAT, [1]), value_info("memory_size", FLOAT, [1])]
     g.constant_output("version_number", [MODEL_API_VERSION])
     g.constant_output("memory_size", [0])
 
-    x = OBS_INPUT
-    if config.normalize:
-        mean, inv_std = _normalizer_constants(normalizer)
-        _check_shape("normalizer.mean", mean, (observation_size,))
-        x = normalize(g, x, mean, inv_std, config.obs_clip)
-    hidden = _actor_body(g, x, p["actor"], config, observation_size)
-    head = p["policy_head"]
-    _check_shape("policy_head.kernel", head["kernel"], (config.hidden_units, action_spec.size))
-    out = dense(g, hidden, head["kernel"], head["bias"], "policy_head")
+    encoded = []
+    for i, (shape, state) in enumerate(zip(shapes, stats)):
+        x = obs_input(i)
+        if config.normalize:
+            mean, inv_std = _normalizer_constants(state)
+            _check_shape(f"normalizer {i} mean", mean, shape)
+            x = normalize(g, x, mean, inv_std, config.obs_clip)
+        encoded.append(x)  # a vector sensor's encoder is the identity
+    x = encoded[0] if len(encoded) == 1 else g.op("Concat", *encoded, axis=1)
+    hidden = _actor_body(g, x, p["actor"], config, observations.total_size(observation_size))
 
-    if action_spec.is_continuous:
-        _check_shape("log_std", p["log_std"], (action_spec.size,))
-        outputs += _continuous_head(g, out, p["log_std"], action_spec.size)
-    else:
-        inputs.append(value_info(MASK_INPUT, FLOAT, [BATCH, action_spec.size]))
-        outputs += _discrete_head(g, out, action_spec.size)
+    c, branches = action_spec.continuous_size, action_spec.discrete_branches
+    if c:
+        head = p["policy_head"]
+        _check_shape("policy_head.kernel", head["kernel"], (config.hidden_units, c))
+        _check_shape("log_std", p["log_std"], (c,))
+        mu = dense(g, hidden, head["kernel"], head["bias"], "policy_head")
+        outputs += _continuous_head(g, mu, p["log_std"], c)
+    if branches:
+        name = "discrete_head" if c else "policy_head"
+        head = p[name]
+        _check_shape(f"{name}.kernel", head["kernel"], (config.hidden_units, sum(branches)))
+        inputs.append(value_info(MASK_INPUT, FLOAT, [BATCH, sum(branches)]))
+        logits = dense(g, hidden, head["kernel"], head["bias"], name)
+        outputs += _discrete_head(g, logits, branches)
     return g.model(inputs, outputs, "jppo_actor", __version__)
 
 
 # --------------------------------------------------------------------------- writing
 
 
-def export_onnx(path, params, normalizer: obs_norm.NormalizerState, config: PPOConfig,
-                action_spec: ActionSpec, observation_size: int) -> Path:
+def export_onnx(path, params, normalizer, config: PPOConfig, action_spec: ActionSpec,
+                observation_size) -> Path:
     """Build, check (``onnx.checker`` with shape inference) and atomically write the actor of
     ``params`` as an ONNX model at ``path``; returns the path. Raises before touching ``path``
     when the params do not fit the config or the graph does not check."""
@@ -171,10 +210,12 @@ def export_onnx(path, params, normalizer: obs_norm.NormalizerState, config: PPOC
     return write_atomic(Path(path), model.SerializeToString(), make_parents=False)
 
 
-def _check_finite(params, normalizer: obs_norm.NormalizerState) -> None:
-    """``ValueError`` when a parameter or the normalizer holds NaN or Inf: such a model would
-    load in Unity and act NaN (its mean action and its samples alike)."""
-    for where, tree in (("params", params.get("params", params)), ("normalizer", normalizer._asdict())):
+def _check_finite(params, normalizer) -> None:
+    """``ValueError`` when a parameter or the normalizer (one, or one per sensor) holds NaN or
+    Inf: such a model would load in Unity and act NaN (its mean action and its samples alike)."""
+    norms = (normalizer._asdict() if isinstance(normalizer, obs_norm.NormalizerState)
+             else {f"obs_{i}": n._asdict() for i, n in enumerate(normalizer)})
+    for where, tree in (("params", params.get("params", params)), ("normalizer", norms)):
         for name, leaf in _leaves(tree, where):
             if not np.isfinite(np.asarray(leaf, np.float64)).all():
                 raise ValueError(f"{name} holds NaN or Inf (the training diverged); there is no "
@@ -212,4 +253,4 @@ def run_model(path, feeds: dict | None = None) -> dict:
 
 
 __all__ = ["MASK_INPUT", "MODEL_API_VERSION", "OBS_INPUT", "build_model", "check_inputs",
-           "export_onnx", "run_model"]
+           "export_onnx", "obs_input", "run_model"]

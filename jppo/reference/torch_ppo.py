@@ -5,7 +5,11 @@ It follows seed 001 (RL-Adventure-2's ``3.ppo.ipynb``: ``ActorCritic``, ``comput
 can be compared number for number (``tests/test_parity_torch.py``):
 
 - two bodies, actor and critic: Linear -> LayerNorm -> Tanh ("seed") or Linear -> Swish
-  ("mlagents"); a Normal head with a state-independent log-std, or a Categorical head;
+  ("mlagents"); a Normal head with a state-independent log-std and/or one masked Categorical
+  per discrete branch (ML-Agents' ``MultiCategoricalDistribution``: forbidden choices at -1e8),
+  with the entropy summed as ML-Agents does (the Gaussian's mean over its dimensions plus each
+  branch's); observations may come as several sensors (concatenated before the bodies, one
+  normalizer each);
 - GAE with ``masks = 1 - dones``; a truncated step bootstraps from V(final observation), folded
   into the reward as ``gamma * V(final)``;
 - advantages normalized over the whole rollout, ``(A - mean) / (population std + 1e-10)``;
@@ -20,16 +24,15 @@ Everything is float32. Hyperparameters come from a ``jppo.PPOConfig``.
 from __future__ import annotations
 
 import dataclasses
-from collections import OrderedDict
 from typing import Callable, Iterable, Iterator, NamedTuple, Optional
 
 import numpy as np
 import torch
 from torch import nn
-from torch.distributions import Categorical, Normal
 
 from jppo.core.config import PPOConfig
 from jppo.core.losses import KL_COEF_MAX, KL_COEF_MIN
+from jppo.reference.torch_networks import MASKED_LOGIT, ActorCritic, body  # noqa: F401 (re-exported)
 
 # ML-Agents' end values of the linear decays (jppo.core.optim uses the same).
 LEARNING_RATE_END = 1.0e-10
@@ -37,93 +40,21 @@ EPSILON_END = 0.1
 BETA_END = 1.0e-5
 
 
-# --------------------------------------------------------------------------- the actor-critic
-
-def body(obs_size: int, hidden_units: int, num_layers: int, preset: str,
-         layer_norm_eps: float = 1e-5) -> nn.Sequential:
-    """A hidden stack ``[..., obs_size] -> [..., hidden_units]``. Layers are named
-    ``dense{i}``, ``norm{i}``, ... so the ``state_dict`` keys read like Flax's module names."""
-    layers = OrderedDict()
-    width = obs_size
-    for i in range(num_layers):
-        layers[f"dense{i}"] = nn.Linear(width, hidden_units)
-        if preset == "seed":
-            layers[f"norm{i}"] = nn.LayerNorm(hidden_units, eps=layer_norm_eps)
-            layers[f"tanh{i}"] = nn.Tanh()
-        elif preset == "cleanrl":
-            layers[f"tanh{i}"] = nn.Tanh()
-        else:
-            layers[f"swish{i}"] = nn.SiLU()  # Swish: x * sigmoid(x)
-        width = hidden_units
-    return nn.Sequential(layers)
-
-
-class ActorCritic(nn.Module):
-    """``model(obs[N, obs_size]) -> (distribution, value[N])``.
-
-    ``action_kind`` is "continuous" (a Normal with batch shape ``[N, action_size]``) or "discrete"
-    (a Categorical over ``action_size`` choices, batch shape ``[N]``). ``obs`` is already
-    normalized.
-    """
-
-    def __init__(self, obs_size: int, action_kind: str, action_size: int, hidden_units: int = 128,
-                 num_layers: int = 2, preset: str = "mlagents", layer_norm_eps: float = 1e-5):
-        super().__init__()
-        if action_kind not in ("continuous", "discrete"):
-            raise ValueError(f"action_kind must be 'continuous' or 'discrete', "
-                             f"not {action_kind!r}.")
-        self.continuous = action_kind == "continuous"
-        self.preset = preset
-        self.actor = body(obs_size, hidden_units, num_layers, preset, layer_norm_eps)
-        self.critic = body(obs_size, hidden_units, num_layers, preset, layer_norm_eps)
-        self.policy_head = nn.Linear(hidden_units, action_size)
-        self.value_head = nn.Linear(hidden_units, 1)
-        if self.continuous:
-            self.log_std = nn.Parameter(torch.zeros(action_size))
-        self.reset_parameters()
-
-    @torch.no_grad()
-    def reset_parameters(self):
-        linears = [m for m in self.modules() if isinstance(m, nn.Linear)]
-        if self.preset == "seed":
-            # RL-Adventure-2's init_weights.
-            for layer in linears:
-                nn.init.normal_(layer.weight, 0.0, 0.1)
-                nn.init.constant_(layer.bias, 0.1)
-            return
-        if self.preset == "cleanrl":
-            # CleanRL's layer_init: orthogonal, gain sqrt(2) hidden, 0.01 policy, 1 value.
-            for layer in linears:
-                nn.init.orthogonal_(layer.weight, 2.0 ** 0.5)
-                nn.init.zeros_(layer.bias)
-            nn.init.orthogonal_(self.policy_head.weight, 0.01)
-            nn.init.orthogonal_(self.value_head.weight, 1.0)
-            return
-        # ML-Agents: He-normal (kaiming_normal_, gain sqrt(2)) scaled per layer, zero biases.
-        for layer in linears:
-            nn.init.kaiming_normal_(layer.weight)
-            nn.init.zeros_(layer.bias)
-        self.policy_head.weight.mul_(0.2 if self.continuous else 0.1)
-        nn.init.xavier_uniform_(self.value_head.weight)
-
-    def forward(self, obs: torch.Tensor):
-        value = self.value_head(self.critic(obs)).squeeze(-1)
-        out = self.policy_head(self.actor(obs))
-        if self.continuous:
-            return Normal(out, self.log_std.exp().expand_as(out)), value
-        return Categorical(logits=out), value
-
-    def evaluate(self, obs: torch.Tensor, actions: torch.Tensor):
-        """``(log_prob[N, D], entropy[N, D], value[N])`` of stored ``actions`` (``[N, A]`` float
-        or ``[N]`` int); D is the action size, or 1 for a Categorical."""
-        dist, value = self(obs)
-        if self.continuous:
-            return dist.log_prob(actions), dist.entropy(), value
-        log_prob = dist.log_prob(actions.long())
-        return log_prob.unsqueeze(-1), dist.entropy().unsqueeze(-1), value
-
-
 # ------------------------------------------------------------------------------- normalizer
+
+class SensorNormalizers:
+    """One ``RunningNormalizer`` per sensor, for observations that come as a sequence."""
+
+    def __init__(self, sizes):
+        self.parts = [RunningNormalizer(int(size)) for size in sizes]
+
+    def update(self, batch):
+        for part, x in zip(self.parts, batch):
+            part.update(x)
+
+    def __call__(self, obs, clip: float = 5.0):
+        return [part(x, clip) for part, x in zip(self.parts, obs)]
+
 
 class RunningNormalizer:
     """Running mean and population variance of observations ``[..., size]`` (Chan's merge)."""
@@ -205,9 +136,14 @@ def ppo_iter(index_batches, batch: dict) -> Iterator[dict]:
     epoch by epoch, minibatch by minibatch."""
     if not isinstance(index_batches, torch.Tensor):
         index_batches = torch.from_numpy(np.array(index_batches))
+    def take(value, ids):
+        if value is None or isinstance(value, torch.Tensor):
+            return None if value is None else value[ids]
+        return [part[ids] for part in value]  # per-sensor observations
+
     for epoch in index_batches.long():
         for ids in epoch:
-            yield {name: value[ids] for name, value in batch.items()}
+            yield {name: take(value, ids) for name, value in batch.items()}
 
 
 # ------------------------------------------------------------------------------------ loss
@@ -325,17 +261,20 @@ class Learner:
     kl_coef: float = 1.0
 
     @classmethod
-    def create(cls, config: PPOConfig, obs_size: int, action_kind: str, action_size: int,
-               total_adam_steps: int, layer_norm_eps: float = 1e-5) -> "Learner":
+    def create(cls, config: PPOConfig, obs_size, action_kind: str, action_size: int,
+               total_adam_steps: int, layer_norm_eps: float = 1e-5, branches=None) -> "Learner":
+        """``obs_size``: an int, or a sequence of per-sensor sizes (a normalizer each)."""
         model = ActorCritic(obs_size, action_kind, action_size, config.hidden_units,
-                            config.num_layers, config.network, layer_norm_eps)
-        return cls(config, model, make_optimizer(model, config), RunningNormalizer(obs_size),
+                            config.num_layers, config.network, layer_norm_eps, branches)
+        normalizer = (RunningNormalizer(obs_size) if isinstance(obs_size, int)
+                      else SensorNormalizers(obs_size))
+        return cls(config, model, make_optimizer(model, config), normalizer,
                    total_adam_steps, 0, config.kl_coef)
 
-    def evaluate(self, obs, actions):
+    def evaluate(self, obs, actions, mask=None):
         if self.config.normalize:
             obs = self.normalizer(obs, self.config.obs_clip)
-        return self.model.evaluate(obs, actions)
+        return self.model.evaluate(obs, actions, mask)
 
 
 def prepare_batch(config: PPOConfig, rollout: dict) -> dict:
@@ -348,20 +287,25 @@ def prepare_batch(config: PPOConfig, rollout: dict) -> dict:
     lead = rollout["rewards"].dim()
 
     def flat(x):
+        if x is None:
+            return None
+        if not isinstance(x, torch.Tensor):  # per-sensor observations
+            return [flat(part) for part in x]
         return x.reshape((-1,) + tuple(x.shape[lead:]))
 
     return dict(obs=flat(rollout["obs"]), actions=flat(rollout["actions"]),
                 log_probs=flat(rollout["log_probs"]), values=flat(rollout["values"]),
                 advantages=normalize_advantages(flat(advantages), config.advantage_eps),
-                returns=flat(returns))
+                returns=flat(returns), action_masks=flat(rollout.get("action_masks")))
 
 
 def ppo_update(learner: Learner, rollout: dict, index_batches) -> dict:
     """One PPO update in place; returns the minibatch-mean loss terms.
 
-    ``rollout`` holds tensors: obs ``[T, *B, obs]``, actions ``[T, *B, A]`` or ``[T, *B]``,
-    log_probs ``[T, *B, D]``, values, rewards, dones ``[T, *B]``, last_value ``[*B]``, and
-    optionally truncations and final_values ``[T, *B]``. ``index_batches`` is
+    ``rollout`` holds tensors: obs ``[T, *B, obs]`` (or a list of per-sensor tensors), actions
+    in jppo's array form, log_probs ``[T, *B, D]``, values, rewards, dones ``[T, *B]``,
+    last_value ``[*B]``, and optionally truncations and final_values ``[T, *B]`` and
+    action_masks ``[T, *B, sum(branches)]``. ``index_batches`` is
     ``[num_epoch, per_epoch, batch_size]`` (``shuffled_indices`` or ``jppo.minibatch_indices``).
     """
     config, model = learner.config, learner.model
@@ -372,7 +316,7 @@ def ppo_update(learner: Learner, rollout: dict, index_batches) -> dict:
     totals = {}
     count = 0
     for mb in ppo_iter(index_batches, batch):
-        log_probs, entropy, values = learner.evaluate(mb["obs"], mb["actions"])
+        log_probs, entropy, values = learner.evaluate(mb["obs"], mb["actions"], mb["action_masks"])
         loss, terms = ppo_loss(
             log_probs, mb["log_probs"], mb["advantages"], values, mb["values"], mb["returns"],
             entropy, epsilon=schedules.epsilon(learner.step), beta=schedules.beta(learner.step),
@@ -389,7 +333,8 @@ def ppo_update(learner: Learner, rollout: dict, index_batches) -> dict:
     if config.loss == "kl_penalty":
         # PPO1 measures the KL of the finished update on all the data, then adapts.
         with torch.no_grad():
-            log_probs, _, _ = learner.evaluate(batch["obs"], batch["actions"])
+            log_probs, _, _ = learner.evaluate(batch["obs"], batch["actions"],
+                                               batch["action_masks"])
             log_ratio = (log_probs - batch["log_probs"]).sum(-1)
             kl = float((torch.expm1(log_ratio) - log_ratio).mean())
         learner.kl_coef = adapt_kl_coef(learner.kl_coef, kl, config.kl_target)

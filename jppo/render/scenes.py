@@ -92,11 +92,42 @@ def draw_grid(ax, cells: np.ndarray, colors: dict, background: str = "white") ->
               vmin=0, vmax=len(values) - 1, interpolation="nearest")
 
 
+# ML-Agents' colours: the agent blue, the green plus (and Basic's goals) green, the red ex red.
+AGENT, GOOD, BAD, WALL = "#4c72b0", "#55a868", "#c44e52", "#8c8c8c"
+# Basic's cells (jppo.envs.basic: START, SMALL_GOAL, LARGE_GOAL, MAX_POSITION), read here so
+# that this module imports no environment.
+BASIC_SMALL, BASIC_LARGE, BASIC_CELLS = 7, 17, 21
+
+
+def draw_basic(axes, state, params) -> None:
+    """Basic's line of cells: the small goal (7, light), the large goal (17) and the agent."""
+    cells = np.zeros((1, BASIC_CELLS), int)
+    cells[0, BASIC_SMALL], cells[0, BASIC_LARGE] = 1, 2
+    cells[0, int(state.position)] = 3
+    draw_grid(axes[0], cells, {0: "white", 1: "#b6dcbf", 2: GOOD, 3: AGENT})
+
+
+def draw_gridworld(axes, state, params) -> None:
+    """GridWorld from above: walls around, the green plus, the red ex, the agent, and the
+    episode's goal in the title. Row 0 is the top, as z grows upward."""
+    size = int(getattr(params, "grid_size", 5))
+    cells = np.full((size + 2, size + 2), 4)
+    cells[1:-1, 1:-1] = 0
+    top = lambda xz: (size - int(xz[1]), int(xz[0]) + 1)  # (row, col) of cell (x, z)
+    goals = np.asarray(state.goals)
+    cells[top(goals[0])], cells[top(goals[1])] = 1, 2
+    cells[top(np.asarray(state.agent))] = 3
+    draw_grid(axes[0], cells, {0: "white", 1: GOOD, 2: BAD, 3: AGENT, 4: WALL})
+    axes[0].set_title(f"goal: {'green plus' if int(state.goal) == 0 else 'red ex'}", fontsize=8)
+
+
 _RENDERERS: dict[str, Renderer] = {
     "CartPole-v1": Renderer(draw_cartpole, ("CartPole-v1",), (4.0, 2.4)),
     "Pendulum-v1": Renderer(draw_pendulum, ("Pendulum-v1",)),
     "3DBall": Renderer(draw_ball3d, ("3DBall from the side", "from above")),
     "3DBallHard": Renderer(draw_ball3d, ("3DBallHard from the side", "from above")),
+    "Basic": Renderer(draw_basic, ("Basic",), (6.4, 1.2)),
+    "GridWorld": Renderer(draw_gridworld, ("GridWorld",)),
 }
 
 
@@ -117,5 +148,6 @@ def renderer_names() -> list[str]:
     return list(_RENDERERS)
 
 
-__all__ = ["Renderer", "draw_ball3d", "draw_cartpole", "draw_grid", "draw_pendulum", "register",
+__all__ = ["Renderer", "draw_ball3d", "draw_basic", "draw_cartpole", "draw_grid", "draw_gridworld",
+           "draw_pendulum", "register",
            "renderer_for", "renderer_names"]

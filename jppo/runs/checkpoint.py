@@ -25,6 +25,7 @@ import flax.serialization
 import jax
 import numpy as np
 
+from jppo.core import observations
 from jppo.core.config import PPOConfig
 from jppo.core.networks import ActionSpec
 from jppo.core.normalizer import NormalizerState
@@ -130,22 +131,25 @@ def _non_finite(path: pathlib.Path) -> UserError:
 
 
 class SavedPolicy(NamedTuple):
-    """What export and evaluation need of a trained agent."""
+    """What export and evaluation need of a trained agent. ``observation_size``: an int (one
+    observation array) or one shape per sensor; ``normalizer`` matches it (a tuple per sensor)."""
 
     config: PPOConfig
     action_spec: ActionSpec
-    observation_size: int
+    observation_size: Any
     params: Any
-    normalizer: NormalizerState
+    normalizer: Any
     behavior: str
     steps: int
 
 
-def policy_meta(config: PPOConfig, action_spec: ActionSpec, observation_size: int,
+def policy_meta(config: PPOConfig, action_spec: ActionSpec, observation_size,
                 behavior: str) -> dict:
-    """The part of a checkpoint's meta that ``load_policy`` reads."""
-    return {"ppo": dataclasses.asdict(config), "action_spec": list(action_spec),
-            "observation_size": int(observation_size), "behavior": behavior}
+    """The part of a checkpoint's meta that ``load_policy`` reads. ``action_spec`` is written as
+    jppo always wrote it for the continuous and one-branch kinds (``["continuous", 2]``), and
+    ``observation_size`` as an int for one observation array, a list of shapes for sensors."""
+    return {"ppo": dataclasses.asdict(config), "action_spec": action_spec.to_meta(),
+            "observation_size": observations.to_meta(observation_size), "behavior": behavior}
 
 
 def load_policy(run_dir, seed_index: int = 0, steps: int | None = None) -> SavedPolicy:
@@ -172,11 +176,15 @@ def load_policy(run_dir, seed_index: int = 0, steps: int | None = None) -> Saved
         seeds = int(meta.get("num_seeds", 0))
         pick = (lambda x: np.asarray(x)[seed_index]) if seeds else np.asarray
         params = jax.tree_util.tree_map(pick, params)
-        normalizer = NormalizerState(pick(norm["count"]), pick(norm["mean"]), pick(norm["m2"]))
+        observation_size = observations.from_meta(meta["observation_size"])
+        one = lambda n: NormalizerState(pick(n["count"]), pick(n["mean"]), pick(n["m2"]))
+        # A flax state dict keeps a tuple of per-sensor states as {"0": ..., "1": ...}.
+        normalizer = (one(norm) if observations.is_single(observation_size)
+                      else tuple(one(norm[str(i)]) for i in range(len(observation_size))))
         config = PPOConfig(**meta["ppo"])
-        spec = ActionSpec(*meta["action_spec"])
-        policy = SavedPolicy(config, spec, int(meta["observation_size"]), params, normalizer,
-                             meta["behavior"], int(meta["steps"]))
+        spec = ActionSpec.from_meta(meta["action_spec"])
+        policy = SavedPolicy(config, spec, observation_size, params, normalizer,
+                             str(meta["behavior"]), int(meta["steps"]))
     except (KeyError, TypeError, ValueError, IndexError) as err:
         raise UserError(f"checkpoint {str(path)!r} is corrupt or not a jppo checkpoint "
                         f"({type(err).__name__}: {err}).") from None

@@ -8,6 +8,7 @@ from typing import Any, Callable
 import jax
 
 from jppo import distributed
+from jppo.core import observations
 from jppo.core.networks import ActionSpec
 from jppo.errors import UserError
 from jppo.runs import checkpoint, folder
@@ -60,25 +61,33 @@ def check_jax_resume(saved: dict, meta: dict) -> None:
         if saved.get(key) != meta[key]:
             raise UserError(f"cannot resume: the checkpoint was made with {key} = "
                             f"{saved.get(key)!r}, this command asks for {meta[key]!r}.")
+    trained, now = (observations.from_meta(m["observation_size"]) for m in (saved, meta))
+    if observations.canonical(trained) != observations.canonical(now):
+        raise UserError(f"cannot resume: the checkpoint was trained on "
+                        f"{observations.describe(trained)}, but {meta['env']} sends "
+                        f"{observations.describe(now)}; start it again with --force.")
     if saved.get("sweep") != meta.get("sweep"):
         raise UserError(f"cannot resume: the checkpoint was made with sweep = "
                         f"{saved.get('sweep')!r}, this command asks for {meta.get('sweep')!r}; "
                         "give the same --sweep flags.")
 
 
-def check_host_resume(saved: dict, behavior: str, obs_size: int, action_spec: ActionSpec,
+def check_host_resume(saved: dict, behavior: str, obs_size, action_spec: ActionSpec,
                       path) -> None:
     """A host-loop checkpoint continues only a behavior of the same observation and action
-    shapes."""
+    shapes (``obs_size``: an int for one sensor, shapes for several)."""
     if saved.get("driver") != HOST_DRIVER:
         raise UserError(f"cannot resume: checkpoint {str(path)!r} was written by the JAX driver "
                         f"for env {saved.get('env')!r}; resume it with --env {saved.get('env')}.")
-    if int(saved["observation_size"]) != obs_size:
-        raise UserError(f"cannot resume: the checkpoint was trained on {saved['observation_size']} "
-                        f"observations, but behavior {behavior!r} sends {obs_size}.")
-    if list(saved["action_spec"]) != list(action_spec):
-        raise UserError(f"cannot resume: the checkpoint acts with {tuple(saved['action_spec'])}, "
-                        f"but behavior {behavior!r} needs {tuple(action_spec)}.")
+    trained = observations.from_meta(saved["observation_size"])
+    if observations.canonical(trained) != observations.canonical(obs_size):
+        raise UserError(f"cannot resume: the checkpoint was trained on "
+                        f"{observations.describe(trained)}, but behavior {behavior!r} sends "
+                        f"{observations.describe(obs_size)}.")
+    saved_spec = ActionSpec.from_meta(saved["action_spec"])
+    if saved_spec != action_spec:
+        raise UserError(f"cannot resume: the checkpoint acts with {saved_spec.describe()} "
+                        f"actions, but behavior {behavior!r} needs {action_spec.describe()}.")
 
 
 __all__ = ["Cadence", "HOST_DRIVER", "check_host_resume", "check_jax_resume", "open_folder",

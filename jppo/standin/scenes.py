@@ -27,6 +27,47 @@ import numpy as np
 
 from jppo.envs.ball3d_physics import Ball3DParams, Ball3DState, integrate, observe, physics_step, reset_state
 
+# ---------------------------------------------------------------- what a scene reports
+# The protocol side (``jppo.standin.server``) asks every scene the same things: its sensors and
+# actions, ``advance`` one FixedUpdate (returning the terminal infos it queued), and, when it
+# writes a message, ``terminals`` and ``decisions``.
+
+
+class Sensor(NamedTuple):
+    """One ObservationProto's description: ``name`` as Unity names the sensor, ``shape``,
+    ``observation_type`` (ObservationTypeProto: 0 default, 1 goal signal), and
+    ``dimension_properties`` (DimensionPropertyProto per axis: 1 none, 2 translational
+    equivariance, 4 variable size)."""
+
+    name: str
+    shape: tuple
+    observation_type: int = 0
+    dimension_properties: tuple = (1,)
+
+
+class Terminals(NamedTuple):
+    """Agents whose episode ended: scene ``rows``, agent ``ids``, final ``obs`` (one array per
+    sensor), last ``reward``, ``maxed`` (MaxStep: interrupted)."""
+
+    rows: np.ndarray
+    ids: np.ndarray
+    obs: list
+    reward: np.ndarray
+    maxed: np.ndarray
+
+
+class Decisions(NamedTuple):
+    """Agents requesting a decision: scene ``rows``, agent ``ids``, ``obs`` (one array per
+    sensor), ``reward`` since their last decision, ``masks`` [n, sum(branches)] bool (True:
+    allowed) or None."""
+
+    rows: np.ndarray
+    ids: np.ndarray
+    obs: list
+    reward: np.ndarray
+    masks: np.ndarray | None
+
+
 ENV_PARAMS_CHANNEL = uuid.UUID("534c891e-810f-11ea-a9d0-822485860400")
 ENGINE_CONFIG_CHANNEL = uuid.UUID("e951342c-4f7e-11ea-b238-784f4387d1f7")
 TRAINING_ANALYTICS_CHANNEL = uuid.UUID("b664a4a9-d86f-5a5f-95cb-e8353a7e8356")
@@ -240,8 +281,13 @@ class Scene:
     ``obs`` float32 [n, 8] and ``reward`` float32 [n] are what a decision request reports now.
     """
 
+    decision_period = 5  # DecisionRequester.DecisionPeriod
+    sensors = [Sensor(f"VectorSensor_size{OBS_SIZE}", (OBS_SIZE,))]
+    continuous_size, discrete_branches = 2, ()
+
     def __init__(self, n: int, seed: int = 0, max_step: int = _BASE.max_physics_steps):
         self.n, self.max_step = n, int(max_step)
+        self.ids = np.arange(n)
         self.params = EnvironmentParameters()
         self.gravity = float(_BASE.gravity)
         self.params.callbacks["gravity"] = self._set_gravity
@@ -301,18 +347,25 @@ class Scene:
         if not mid_step:
             self.reward = np.zeros(self.n, np.float32)  # no OnActionReceived has run yet
 
-    def set_actions(self, actions) -> None:
-        """The actions to repeat until the next decision, float32 [n, 2]."""
+    def set_actions(self, actions, discrete=None) -> None:
+        """The actions to repeat until the next decision, float32 [n, 2] (no discrete ones)."""
         self._assert_caught_up()
         self.carry = self.carry._replace(action=jnp.asarray(actions, jnp.float32))
+
+    def warm_up(self) -> None:
+        """Compile the jitted frames before connecting, so Python's first reset does not wait."""
+        self.reset_all(mid_step=False)
+        self.advance(self.decision_period)
+        self.discard_lookahead()
+        self.carry = None
 
     def clear_actions(self) -> None:
         """A decision request that got no actions back: every agent acts with zeros."""
         self._assert_caught_up()
         self.carry = self.carry._replace(action=self._zeros)
 
-    def advance(self, horizon: int) -> np.ndarray:
-        """The next FixedUpdate's actions and physics: host block float32 [n, HOST_WIDTH].
+    def advance(self, horizon: int) -> Terminals | None:
+        """The next FixedUpdate's actions and physics; the terminal infos it queued, or None.
 
         Frames are computed ``horizon`` (1..WINDOW, the frames up to the next decision) at a
         time; they stay valid as long as nothing reaches the scene in between, which only a
@@ -325,7 +378,20 @@ class Scene:
         self._used += 1
         self.obs = host[:, OBS_SIZE + 3:2 * OBS_SIZE + 3]
         self.reward = host[:, -1]
-        return host
+        ended = np.flatnonzero(host[:, OBS_SIZE + 1:OBS_SIZE + 3].any(axis=1))
+        if not len(ended):
+            return None
+        rows = host[ended]
+        return Terminals(ended, self.ids[ended], [rows[:, :OBS_SIZE]], rows[:, OBS_SIZE],
+                         rows[:, OBS_SIZE + 2] > 0)
+
+    def terminals(self, ended: Terminals) -> Terminals:
+        """The terminal infos of a message, from what ``advance`` returned."""
+        return ended
+
+    def decisions(self) -> Decisions:
+        """Every agent requests a decision (on a decision step)."""
+        return Decisions(np.arange(self.n), self.ids, [self.obs], self.reward, None)
 
     def discard_lookahead(self) -> None:
         """Rewind the carry to the last frame handed out and forget the frames after it."""

@@ -1,4 +1,4 @@
-"""A Unity 3DBall player stand-in that speaks ML-Agents' gRPC protocol (API 1.5.0, release 19).
+"""A Unity player stand-in that speaks ML-Agents' gRPC protocol (API 1.5.0, release 19).
 
 ``mlagents_envs.environment.UnityEnvironment`` is the gRPC server; Unity is the client and calls
 ``UnityToExternalProto/Exchange`` once per message, each call pending until Python answers. This
@@ -8,19 +8,23 @@ DecisionRequester.cs):
 1. ``rl_initialization_output`` (name, "1.5.0", package version, all capabilities); the answer
    carries Python's seed, which seeds the scene (``Random.InitState``) unless ``seed`` is given.
 2. An empty message (no ``unity_output``); the answer is Python's first RESET with side channels.
-3. One message per FixedUpdate in which some agent reported: on every 5th academy step all agents
-   request decisions (``academyStepCount % 5 == 0``), and an agent whose episode ended in a frame
-   (a fall, or MaxStep) is reported as terminal at the start of the next frame, alone or in front
-   of the decision requests; the same id then appears as terminal and as deciding. Brain
-   parameters ride on the first message with agents. Actions are applied to the agents that
-   requested a decision, in order, and repeated every frame until the next decision; an agent
-   that ended acts with zeros until then. A RESET answer resets every agent (no terminal infos)
-   and restarts the academy clock, so the next message is a decision after one physics step.
+3. One message per FixedUpdate in which some agent reported: on every decision step all agents
+   request decisions (3DBall: ``academyStepCount % 5 == 0``; Basic, GridWorld, Reach: every
+   step), and an agent whose episode ended in a frame (a fall, a goal, or MaxStep) is reported
+   as terminal at the start of the next frame, alone or in front of the decision requests; the
+   same id then appears as terminal and as deciding (Basic: a new id, the scene reloads). Each
+   agent sends one ObservationProto per sensor and, where some discrete choice is masked, its
+   action mask. Brain parameters ride on the first message with agents. Actions are applied to
+   the agents that requested a decision, in order, and repeated every frame until the next
+   decision; an agent that ended acts with zeros until then. A RESET answer resets every agent
+   (no terminal infos) and restarts the academy clock.
 4. An answer with header status 400 (``close()``) or a QUIT command ends the process with code 0.
 
-Run ``python -m jppo.standin --port P [--agents 12] [--seed S] [--fault F]``; faults
-for tests: ``silent-after=N``, ``die-after=N``, ``bad-shape``, ``nan-after=N``, ``two-behaviors``
-(N counts messages sent, the two initialization messages included).
+Run ``python -m jppo.standin --port P [--scene 3DBall] [--agents N] [--seed S] [--fault F]``
+(scenes: ``jppo.standin.catalog``); faults for tests: ``silent-after=N``, ``die-after=N``,
+``bad-shape``, ``nan-after=N``, ``two-behaviors``, ``image-sensor`` and ``buffer-sensor`` (an
+extra sensor jppo does not train) (N counts messages sent, the two initialization messages
+included).
 """
 from __future__ import annotations
 
@@ -28,7 +32,6 @@ import argparse
 import logging
 import os
 import socket
-import struct
 import subprocess
 import sys
 import tempfile
@@ -44,14 +47,19 @@ from mlagents_envs.communicator_objects.command_pb2 import QUIT, RESET, STEP
 from mlagents_envs.communicator_objects.header_pb2 import HeaderProto
 from mlagents_envs.communicator_objects.unity_message_pb2 import UnityMessageProto
 
-from jppo.standin.scenes import OBS_SIZE, Scene
+from jppo.standin.catalog import SCENES, make_scene
+from jppo.standin.scenes import Sensor
+from jppo.standin.wire import HEADER_200 as _HEADER_200
+from jppo.standin.wire import DIMENSION_NONE, InfoEncoder, encode_output  # noqa: F401 (re-exported)
 
 BEHAVIOR = "3DBall?team=0"
 SECOND_BEHAVIOR = "3DBallCopy?team=0"  # the two-behaviors fault: the second half of the agents
 API_VERSION = "1.5.0"
 PACKAGE_VERSION = "2.2.1-exp.1"  # com.unity.ml-agents in ML-Agents release 19
-DECISION_PERIOD = 5
-DIMENSION_NONE = 1  # DimensionProperty.None: VectorSensor's one dimension
+# The extra sensors of the image-sensor and buffer-sensor faults: a small camera, and a
+# BufferSensor of up to 4 entities of 6 floats (DimensionProperty VariableSize, None).
+EXTRA_SENSORS = {"image-sensor": Sensor("CameraSensor", (8, 8, 3), 0, (2, 2, 1)),
+                 "buffer-sensor": Sensor("BufferSensor_size6", (4, 6), 0, (4, 1))}
 DIE_EXIT_CODE = 3
 _NO_SERVER_EXIT_CODE = 2
 EXCHANGE = "/communicator_objects.UnityToExternalProto/Exchange"  # the one RPC of UnityToExternalProtoStub
@@ -66,11 +74,12 @@ class Fault:
 
     kind: str | None = None
     after: int = 0
-    KINDS = ("silent-after", "die-after", "bad-shape", "nan-after", "two-behaviors")
+    KINDS = ("silent-after", "die-after", "bad-shape", "nan-after", "two-behaviors",
+             "image-sensor", "buffer-sensor")
 
     @staticmethod
     def parse(text: str | None) -> "Fault":
-        """``None`` | ``"bad-shape"`` | ``"two-behaviors"`` | ``"<kind>=N"`` -> Fault."""
+        """``None`` | ``"bad-shape"`` | ``"two-behaviors"`` | ... | ``"<kind>=N"`` -> Fault."""
         if not text:
             return Fault()
         kind, _, count = text.partition("=")
@@ -88,66 +97,6 @@ class _End(Exception):
         self.reason, self.code = reason, code
 
 
-# ---------------------------------------------------------------- wire encoding
-# The generated messages use protobuf's pure-Python implementation here (protobuf 3.20 has no
-# compiled module for Python 3.11): building and serializing a 12-agent message that way costs
-# more than the physics. Decision messages are therefore written directly in the
-# protobuf wire format (tests check them against the generated classes); the rare messages
-# (initialization, brain parameters) and Python's answers go through the generated classes.
-
-
-def _varint(n: int) -> bytes:
-    out = bytearray()
-    while n > 0x7F:
-        out.append(n & 0x7F | 0x80)
-        n >>= 7
-    out.append(n)
-    return bytes(out)
-
-
-def _field(number: int, payload: bytes) -> bytes:
-    """A length-delimited field (sub-message, string, bytes, packed repeated)."""
-    return _varint(number << 3 | 2) + _varint(len(payload)) + payload
-
-
-_HEADER_200 = _field(1, b"\x08" + _varint(200))  # UnityMessageProto.header{status: 200}
-
-
-class InfoEncoder:
-    """AgentInfoProto bytes with one VectorSensor ObservationProto; proto3 drops default values."""
-
-    def __init__(self, obs_size: int):
-        self._floats = struct.Struct(f"<{obs_size}f")
-        self._shape = _field(1, _varint(obs_size))  # shape: [obs_size], packed
-        # dimension_properties: [DimensionProperty.None], name: VectorSensor_size<N>
-        self._tail = _field(6, _varint(DIMENSION_NONE)) + _field(8, f"VectorSensor_size{obs_size}".encode())
-
-    def encode(self, agent_id: int, reward: float, done: bool, maxed: bool, obs) -> bytes:
-        observation = self._shape + _field(4, _field(1, self._floats.pack(*obs))) + self._tail
-        out = bytearray()
-        if reward != 0.0:
-            out += b"\x3d" + struct.pack("<f", reward)  # field 7, 32-bit
-        if done:
-            out += b"\x40\x01"  # field 8
-        if maxed:
-            out += b"\x48\x01"  # field 9
-        if agent_id:
-            out += b"\x50" + _varint(agent_id)  # field 10
-        return bytes(out + _field(13, observation))
-
-
-def encode_output(agent_infos: dict[str, list[bytes]], brains: list[bytes] = ()) -> bytes:
-    """UnityMessageProto{header 200, unity_output{rl_output{agentInfos}, rl_initialization_output
-    {brain_parameters}}} from encoded AgentInfoProtos and BrainParametersProtos."""
-    entries = b"".join(
-        _field(2, _field(1, name.encode()) + _field(2, b"".join(_field(1, i) for i in infos)))
-        for name, infos in agent_infos.items())
-    output = _field(1, entries)
-    if brains:
-        output += _field(2, b"".join(_field(5, b) for b in brains))
-    return _HEADER_200 + _field(2, output)
-
-
 def free_port() -> int:
     """A TCP port nothing listens on right now (for tests and benchmarks)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
@@ -156,30 +105,44 @@ def free_port() -> int:
 
 
 class StandIn:
-    """The 3DBall player: ``run()`` connects to ``localhost:port`` and plays until Python closes.
+    """A Unity player: ``run()`` connects to ``localhost:port`` and plays until Python closes.
 
-    ``agents`` in the scene (12); ``seed`` overrides the seed Python sends;
-    ``fault`` a Fault or its text; ``max_step`` is Agent.MaxStep in physics steps;
+    ``scene`` one of ``jppo.standin.catalog.SCENES`` (3DBall); ``agents`` in the scene (the
+    scene's own count by default); ``seed`` overrides the seed Python sends; ``fault`` a Fault
+    or its text; ``max_step`` is the scene's Agent.MaxStep (physics steps for 3DBall);
     ``connect_timeout`` bounds the wait for the server; ``hard_exit`` makes ``die-after`` end
     the whole process (the CLI), otherwise ``run`` just drops the connection and returns.
-    ``run`` returns the exit code; ``exit_reason``, ``messages`` (sent),
-    ``physics_steps`` and ``scene`` (engine configuration, parameters) tell tests what happened.
+    ``run`` returns the exit code; ``exit_reason``, ``messages`` (sent), ``physics_steps``,
+    ``actions_received``, ``masked_actions`` (discrete choices received that the agent's mask
+    forbade) and ``scene`` (engine configuration, parameters) tell tests what happened.
     """
 
-    def __init__(self, port: int, agents: int = 12, seed: int | None = None,
-                 fault: Fault | str | None = None, max_step: int = 5000,
-                 connect_timeout: float = 60.0, hard_exit: bool = False):
+    def __init__(self, port: int, agents: int | None = None, seed: int | None = None,
+                 fault: Fault | str | None = None, max_step: int | None = None,
+                 connect_timeout: float = 60.0, hard_exit: bool = False, scene: str = "3DBall"):
         self.port, self.seed, self.connect_timeout = port, seed, connect_timeout
         self.fault = fault if isinstance(fault, Fault) else Fault.parse(fault)
         self.hard_exit = hard_exit
+        self.scene, name = make_scene(scene, agents, seed or 0, max_step)
+        n = self.scene.n
         # (behavior, first agent, end): the two-behaviors fault gives the second half of the
         # agents another behavior name (the agent count, and so the compiled physics, stay).
-        half = agents // 2 if self.fault.kind == "two-behaviors" else agents
-        self.groups = [(BEHAVIOR, 0, half)] + ([(SECOND_BEHAVIOR, half, agents)] if half < agents else [])
-        self.scene = Scene(agents, seed=seed or 0, max_step=max_step)
-        self.obs_size = OBS_SIZE - 1 if self.fault.kind == "bad-shape" else OBS_SIZE
-        self._encoder = InfoEncoder(self.obs_size)
+        half = n // 2 if self.fault.kind == "two-behaviors" else n
+        self.groups = ([(f"{name}?team=0", 0, half)]
+                       + ([(f"{name}Copy?team=0", half, n)] if half < n else []))
+        sensors = list(self.scene.sensors)
+        if self.fault.kind == "bad-shape":  # the first sensor one float short
+            size = sensors[0].shape[0] - 1
+            name = f"VectorSensor_size{size}" if sensors[0].name.startswith("VectorSensor_size") \
+                else sensors[0].name
+            sensors[0] = sensors[0]._replace(name=name, shape=(size,))
+        if self.fault.kind in EXTRA_SENSORS:
+            sensors.append(EXTRA_SENSORS[self.fault.kind])
+        self.sensors = sensors
+        self._encoder = InfoEncoder(sensors)
         self.messages = self.physics_steps = 0
+        self.actions_received = self.masked_actions = 0  # see _count_masked
+        self._allowed = None  # the masks of the last decision requests
         self.exit_reason: str | None = None
         self._brains_sent: set[str] = set()
         self._stop = threading.Event()
@@ -211,10 +174,7 @@ class StandIn:
 
     def warm_up(self) -> None:
         """Compile the jitted scene before connecting, so Python's first reset does not wait."""
-        self.scene.reset_all(mid_step=False)
-        self.scene.advance(DECISION_PERIOD)
-        self.scene.discard_lookahead()
-        self.scene.carry = None
+        self.scene.warm_up()
 
     # ------------------------------------------------------------ messages out
 
@@ -273,44 +233,61 @@ class StandIn:
             raise _End("quit command")
         return rl_input.command
 
-    def _infos(self, ids, obs: np.ndarray, rewards, done: bool, maxed) -> list[bytes]:
-        """Encoded AgentInfoProtos; the nan-after fault replaces the observations."""
-        obs = obs[:, :self.obs_size]
+    def _infos(self, ids, obs: list, rewards, done: bool, maxed, allowed=None) -> list[bytes]:
+        """Encoded AgentInfoProtos of several agents (``obs``: one array per scene sensor);
+        the faults' sensors are shaped here, and nan-after replaces the observations."""
+        m = len(ids)
+        obs = [np.asarray(o, np.float32).reshape(m, -1) for o in obs]
+        obs[0] = obs[0][:, :int(np.prod(self.sensors[0].shape))]  # bad-shape
+        obs += [np.zeros((m, int(np.prod(s.shape))), np.float32)
+                for s in self.sensors[len(obs):]]
         if self.fault.kind == "nan-after" and self.messages >= self.fault.after:
-            obs = np.full_like(obs, np.nan)
+            obs = [np.full_like(o, np.nan) for o in obs]
         encode = self._encoder.encode
-        return [encode(int(a), float(r), done, bool(m), o)
-                for a, r, m, o in zip(ids, rewards, maxed, obs.tolist())]
+        rows = [[o[i].tolist() for o in obs] for i in range(m)]
+        masks = [None] * m if allowed is None else [None if a.all() else ~a for a in allowed]
+        return [encode(int(a), float(r), done, bool(x), values, mask)
+                for a, r, x, values, mask in zip(ids, rewards, maxed, rows, masks)]
 
-    def _step_message(self, terminal: np.ndarray | None, decision: bool) -> bytes:
-        """The batch of one frame: per behavior the terminal infos queued in the previous frame,
-        then (on a decision step) every agent's decision request."""
+    def _step_message(self, ended, decision: bool) -> bytes:
+        """The batch of one frame: per behavior the terminal infos queued in the previous frame
+        (``ended``, or None), then (on a decision step) every agent's decision request."""
+        terminals = self.scene.terminals(ended) if ended is not None else None
+        decisions = self.scene.decisions() if decision else None
+        if decisions is not None:
+            self._allowed = decisions.masks
         agent_infos, brains = {}, []
         for behavior, lo, hi in self.groups:
             infos = []  # every subscribed behavior has its list, empty or not
-            if terminal is not None:
-                ended = np.flatnonzero(terminal[lo:hi, OBS_SIZE + 1:OBS_SIZE + 3].any(axis=1)) + lo
-                rows = terminal[ended]
-                infos += self._infos(ended, rows[:, :OBS_SIZE], rows[:, OBS_SIZE], True,
-                                     rows[:, OBS_SIZE + 2] > 0)
-            if decision:
-                infos += self._infos(range(lo, hi), self.scene.obs[lo:hi], self.scene.reward[lo:hi],
-                                     False, np.zeros(hi - lo, bool))
+            if terminals is not None:
+                pick = (terminals.rows >= lo) & (terminals.rows < hi)
+                infos += self._infos(terminals.ids[pick], [o[pick] for o in terminals.obs],
+                                     terminals.reward[pick], True, terminals.maxed[pick])
+            if decisions is not None:
+                pick = (decisions.rows >= lo) & (decisions.rows < hi)
+                infos += self._infos(decisions.ids[pick], [o[pick] for o in decisions.obs],
+                                     decisions.reward[pick], False, np.zeros(pick.sum(), bool),
+                                     None if decisions.masks is None else decisions.masks[pick])
             agent_infos[behavior] = infos
             if infos and behavior not in self._brains_sent:
                 # Brain parameters ride on the first message that has this behavior's agents.
-                brains.append(BrainParametersProto(
-                    brain_name=behavior, is_training=True,
-                    action_spec=ActionSpecProto(num_continuous_actions=2)).SerializeToString())
+                branches = list(self.scene.discrete_branches)
+                spec = ActionSpecProto(num_continuous_actions=self.scene.continuous_size,
+                                       num_discrete_actions=len(branches),
+                                       discrete_branch_sizes=branches)
+                brains.append(BrainParametersProto(brain_name=behavior, is_training=True,
+                                                   action_spec=spec).SerializeToString())
                 self._brains_sent.add(behavior)
         return encode_output(agent_infos, brains)
 
     # ------------------------------------------------------------ the game loop
 
-    def _actions(self, rl_input) -> np.ndarray:
-        """float32 [n, 2]: the i-th action of a behavior goes to its i-th requesting agent; an
-        agent that got none (behavior missing, list short) acts with zeros, as in Unity."""
-        actions = np.zeros((self.scene.n, 2), np.float32)
+    def _actions(self, rl_input) -> tuple[np.ndarray, np.ndarray]:
+        """(continuous float32 [n, c], discrete int32 [n, branches]): the i-th action of a
+        behavior goes to its i-th requesting agent; an agent that got none (behavior missing,
+        list short) acts with zeros, as in Unity."""
+        n, c, b = self.scene.n, self.scene.continuous_size, len(self.scene.discrete_branches)
+        continuous, discrete = np.zeros((n, c), np.float32), np.zeros((n, b), np.int32)
         for behavior, lo, hi in self.groups:
             if behavior not in rl_input.agent_actions:
                 continue
@@ -318,18 +295,31 @@ class StandIn:
             if len(given) != hi - lo:
                 _LOG.warning("%s: %d actions for %d agents", behavior, len(given), hi - lo)
             for i, action in enumerate(given[:hi - lo]):
-                values = list(action.continuous_actions or action.vector_actions_deprecated)[:2]
-                actions[lo + i, :len(values)] = values
-        return actions
+                values = list(action.continuous_actions or action.vector_actions_deprecated)[:c]
+                continuous[lo + i, :len(values)] = values
+                choices = list(action.discrete_actions)[:b]
+                discrete[lo + i, :len(choices)] = choices
+        return continuous, discrete
+
+    def _count_masked(self, discrete: np.ndarray) -> None:
+        """Count the discrete actions Python chose although the agent's mask forbade them (Unity
+        would carry them out; the tests assert that jppo never sends one)."""
+        self.actions_received += len(discrete)
+        if self._allowed is None or not discrete.shape[1]:
+            return
+        offsets = np.cumsum([0] + list(self.scene.discrete_branches))[:-1]
+        chosen = self._allowed[np.arange(len(discrete))[:, None], offsets + discrete]
+        self.masked_actions += int((~chosen).sum())
 
     def _play(self) -> None:
         """Academy.EnvironmentStep, one FixedUpdate per iteration."""
-        step, terminal = 0, None  # the academy step count at AgentPreStep
+        period = self.scene.decision_period
+        step, ended = 0, None  # the academy step count at AgentPreStep
         while True:
-            decision = step % DECISION_PERIOD == 0
+            decision = step % period == 0
             reset = False
-            if decision or terminal is not None:
-                rl_input = self._exchange(self._step_message(terminal, decision)).rl_input
+            if decision or ended is not None:
+                rl_input = self._exchange(self._step_message(ended, decision)).rl_input
                 if rl_input.side_channel or rl_input.command != STEP:
                     self.scene.discard_lookahead()  # computed assuming nothing would change
                 reset = self._read_input(rl_input) == RESET
@@ -340,23 +330,26 @@ class StandIn:
                     if decision:
                         self.scene.clear_actions()
                 elif decision:
-                    self.scene.set_actions(self._actions(rl_input))
-            horizon = 1 if reset else DECISION_PERIOD - step % DECISION_PERIOD
-            host = self.scene.advance(horizon)
+                    continuous, discrete = self._actions(rl_input)
+                    self._count_masked(discrete)
+                    self.scene.set_actions(continuous, discrete)
+            horizon = 1 if reset else period - step % period
+            ended = self.scene.advance(horizon)
             self.physics_steps += 1
-            terminal = host if host[:, OBS_SIZE + 1:OBS_SIZE + 3].any() else None
             step = 0 if reset else step + 1
 
 
 # ---------------------------------------------------------------- processes
 
 
-def launch(port: int, *, agents: int = 12, seed: int | None = None, fault: str | None = None,
-           max_step: int | None = None, connect_timeout: float = 60.0, **popen) -> subprocess.Popen:
+def launch(port: int, *, agents: int | None = None, seed: int | None = None,
+           fault: str | None = None, max_step: int | None = None, connect_timeout: float = 60.0,
+           scene: str = "3DBall", **popen) -> subprocess.Popen:
     """Start ``python -m jppo.standin`` for ``port``; ``popen`` goes to Popen."""
-    command = [sys.executable, "-m", "jppo.standin", "--port", str(port),
-               "--agents", str(agents), "--connect-timeout", str(connect_timeout)]
-    for flag, value in (("--seed", seed), ("--fault", fault), ("--max-step", max_step)):
+    command = [sys.executable, "-m", "jppo.standin", "--port", str(port), "--scene", scene,
+               "--connect-timeout", str(connect_timeout)]
+    for flag, value in (("--agents", agents), ("--seed", seed), ("--fault", fault),
+                        ("--max-step", max_step)):
         if value is not None:
             command += [flag, str(value)]
     env = {**os.environ, **popen.pop("env", {})}
@@ -379,10 +372,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m jppo.standin",
                                      description=__doc__.splitlines()[0])
     parser.add_argument("--port", type=int, required=True)
-    parser.add_argument("--agents", type=int, default=12)
+    parser.add_argument("--scene", default="3DBall", choices=list(SCENES),
+                        help="the scene to play (default 3DBall)")
+    parser.add_argument("--agents", type=int, default=None, help="default: the scene's own")
     parser.add_argument("--seed", type=int, default=None, help="default: the seed Python sends")
     parser.add_argument("--fault", default=None, help=", ".join(Fault.KINDS))
-    parser.add_argument("--max-step", type=int, default=5000)
+    parser.add_argument("--max-step", type=int, default=None,
+                        help="Agent.MaxStep (default: the scene's)")
     parser.add_argument("--connect-timeout", type=float, default=60.0)
     args = parser.parse_args(argv)
     _use_compilation_cache()
@@ -391,11 +387,14 @@ def main(argv: list[str] | None = None) -> int:
     _LOG.addHandler(handler)
     _LOG.setLevel(logging.INFO)
     standin = StandIn(args.port, agents=args.agents, seed=args.seed, fault=args.fault,
-                      max_step=args.max_step, connect_timeout=args.connect_timeout, hard_exit=True)
+                      max_step=args.max_step, connect_timeout=args.connect_timeout, hard_exit=True,
+                      scene=args.scene)
     standin.warm_up()
-    _LOG.info("compiled; connecting to localhost:%d", args.port)
+    _LOG.info("compiled %s; connecting to localhost:%d", args.scene, args.port)
     code = standin.run()
-    _LOG.info("exit %d: %s after %d messages", code, standin.exit_reason, standin.messages)
+    _LOG.info("exit %d: %s after %d messages; %d actions received, %d of them masked", code,
+              standin.exit_reason, standin.messages, standin.actions_received,
+              standin.masked_actions)
     return code
 
 

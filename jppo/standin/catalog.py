@@ -1,0 +1,68 @@
+"""The scenes the Unity stand-in plays, by name (``python -m jppo.standin --scene NAME``).
+
+| scene | agents | sensors | actions |
+|---|---|---|---|
+| 3DBall | 12 | one vector of 8 | 2 continuous |
+| 3DBallHard | 12 | two stacked vectors, 27 and 18 (as Unity's Ball3DHardAgent) | 2 continuous |
+| Basic | 1 | one vector of 20 (one-hot position) | one branch of 3 |
+| GridWorld | 9 | a vector of 6 (positions) and the goal, 2 (a goal signal) | one branch of 5, masked at walls |
+| Reach | 8 | a vector of 4 and the target's colour, 3 | 2 continuous + branches (3, 2), grab masked out of reach |
+
+``max_step`` is the scene's Agent.MaxStep: physics steps for 3DBall and 3DBallHard (5000,
+decisions every 5), decisions for the others (GridWorld 100, Reach 50; Basic has none).
+"""
+from __future__ import annotations
+
+from typing import Callable, NamedTuple
+
+from jppo.envs.basic import Basic
+from jppo.envs.gridworld import GridWorld
+from jppo.envs.reach import Reach
+from jppo.standin.env_scene import EnvScene
+from jppo.standin.scenes import Scene, Sensor
+from jppo.standin.stacked import HardScene
+
+GOAL_SIGNAL = 1  # ObservationTypeProto.GOAL_SIGNAL
+
+
+class SceneInfo(NamedTuple):
+    behavior: str  # the behavior name, without the team suffix
+    agents: int  # agents in the scene by default
+    make: Callable  # (agents, seed, max_step or None) -> scene
+
+
+def _ball(cls):
+    def make(n, seed, max_step):
+        return cls(n, seed=seed, **({} if max_step is None else {"max_step": max_step}))
+    return make
+
+
+def _env(env_class, sensors, continuous, branches, **scene_kwargs):
+    def make(n, seed, max_step):
+        env = env_class(**({} if max_step is None else {"max_steps": max_step}))
+        return EnvScene(env, n, sensors, continuous, branches, seed=seed, **scene_kwargs)
+    return make
+
+
+SCENES = {
+    "3DBall": SceneInfo("3DBall", 12, _ball(Scene)),
+    "3DBallHard": SceneInfo("3DBallHard", 12, _ball(HardScene)),
+    "Basic": SceneInfo("Basic", 1, _env(Basic, [Sensor("Basic", (20,))], 0, (3,),
+                                        new_agent_per_episode=True)),
+    "GridWorld": SceneInfo("GridWorld", 9, _env(
+        GridWorld, [Sensor("GridWorldVector", (6,)),
+                    Sensor("VectorSensor", (2,), observation_type=GOAL_SIGNAL)], 0, (5,))),
+    "Reach": SceneInfo("Reach", 8, _env(Reach, [Sensor("ReachVector", (4,)),
+                                               Sensor("ReachColour", (3,))], 2, (3, 2))),
+}
+
+
+def make_scene(name: str, agents: int | None, seed: int, max_step: int | None):
+    """``(scene, behavior name)`` for one of ``SCENES``; a ValueError names the others."""
+    if name not in SCENES:
+        raise ValueError(f"unknown scene {name!r}; the stand-in plays: {', '.join(SCENES)}")
+    info = SCENES[name]
+    return info.make(agents or info.agents, seed, max_step), info.behavior
+
+
+__all__ = ["SCENES", "SceneInfo", "make_scene"]
