@@ -45,14 +45,18 @@ NETWORK_SETTINGS = {"normalize": "normalize", "hidden_units": "hidden_units",
                     "num_layers": "num_layers"}
 EXTRINSIC = {"gamma": "gamma", "strength": "strength"}
 BEHAVIOR_CONFIG = {"max_steps": "max_steps", "time_horizon": "time_horizon"}
-BEHAVIOR_RUN = ("summary_freq", "keep_checkpoints", "checkpoint_interval", "even_checkpoints")
+BEHAVIOR_RUN = ("summary_freq", "keep_checkpoints", "checkpoint_interval", "even_checkpoints",
+                "init_path")
+# Honoured (jppo.runs.initialize, the drivers' inference): a fine-tune's start, a run without
+# training.
+CHECKPOINT_HONOURED = ("initialize_from", "inference")
 # ML-Agents keys that are accepted and have no effect here (they concern features a vector-
 # observation PPO run on JAX has no use for); a value that would change behaviour is refused.
 IGNORED = {
     "hyperparameters": {"shared_critic": False},
     "network_settings": {"vis_encode_type": None, "goal_conditioning_type": None,
                          "deterministic": False, "memory": None},
-    "behavior": {"threaded": None, "init_path": None},
+    "behavior": {"threaded": None},
     "extrinsic": {"network_settings": None},
 }
 TOP_LEVEL = ("behaviors", "env_settings", "engine_settings", "environment_parameters",
@@ -106,6 +110,13 @@ class RunSettings:
     # Where jppo's listening sockets accept connections (--bind): None is localhost for the
     # gRPC servers Unity connects to, the --coordinator host for jax.distributed's.
     bind: Optional[str] = None
+    # Start from another run's policy (jppo.runs.initialize): a run id under results_dir
+    # (checkpoint_settings.initialize_from, --initialize-from) and/or the behavior's init_path
+    # (a run folder or a checkpoint file; a bare file name is looked up in initialize_from's run).
+    initialize_from: Optional[str] = None
+    init_path: Optional[str] = None
+    # Run the trained policy without training (checkpoint_settings.inference, --inference).
+    inference: bool = False
 
     def to_yaml_dict(self) -> dict:
         """The resolved settings, written to results/<run-id>/configuration.yaml."""
@@ -215,6 +226,8 @@ def parse(data: Any, source: str = "the configuration") -> RunSettings:
         if key in spec:
             run[key] = _positive_int(spec[key], key)
     even = _typed(spec.get("even_checkpoints", False), "bool", "even_checkpoints")
+    if spec.get("init_path") is not None:
+        run["init_path"] = _typed(spec["init_path"], "str", _where(path + ["init_path"]))
 
     env_settings = _mapping(data.get("env_settings"), ["env_settings"])
     _check_keys(env_settings, ENV_SETTINGS, ["env_settings"])
@@ -233,9 +246,11 @@ def parse(data: Any, source: str = "the configuration") -> RunSettings:
         run["no_graphics"] = _typed(engine["no_graphics"], "bool", "engine_settings.no_graphics")
     checkpoint = _mapping(data.get("checkpoint_settings"), ["checkpoint_settings"])
     _check_keys(checkpoint, CHECKPOINT_SETTINGS, ["checkpoint_settings"])
-    for key in ("run_id", "results_dir"):
+    for key in ("run_id", "results_dir", "initialize_from"):
         if checkpoint.get(key) is not None:
             run[key] = _typed(checkpoint[key], "str", f"checkpoint_settings.{key}")
+    if checkpoint.get("inference") is not None:
+        run["inference"] = _typed(checkpoint["inference"], "bool", "checkpoint_settings.inference")
     run["environment_parameters"] = _environment_parameters(data.get("environment_parameters"))
 
     own = _mapping(data.get("jppo"), ["jppo"])
