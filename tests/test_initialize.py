@@ -262,3 +262,24 @@ def test_inference_reports_rewards_and_writes_nothing(source_run, tmp_path, caps
     assert rewards and all(1.0 <= r <= 500.0 for r in rewards)  # CartPole: 1 per step survived
     assert "Training." not in text.replace("Not Training.", "")
     assert digest(results) == before
+
+
+@pytest.mark.slow
+def test_unity_standin_inference_writes_nothing(tmp_path, capsys):
+    """Through a 3DBall stand-in (the real protocol): --resume --inference runs a host run's
+    policy for max_steps decisions, prints rewards, and writes nothing (no Player log either).
+    (A fine-tune's start through the host loop: the Gymnasium test above.)"""
+    from test_unity_training import host_checkpoint, standins, write_config as ball_config
+    host_checkpoint(tmp_path / "results" / "src")
+    config = ball_config(tmp_path, max_steps=1200)
+    before = digest(tmp_path / "results")
+    with standins(tmp_path, [None]) as (port, procs, logs):
+        assert main([config, "--env", "editor", "--base-port", str(port), "--results-dir",
+                     str(tmp_path / "results"), "--run-id", "src", "--resume",
+                     "--inference"]) == 0
+    text = re.sub(r"\s+", " ", "".join(capsys.readouterr()))
+    assert "inference: running the policy of" in text
+    lines = REWARD_LINE.findall(text)
+    assert lines and int(lines[-1][0]) >= 1200, text
+    assert all(0.0 < float(r) <= 100.0 for _, r in lines if r != "n/a")
+    assert digest(tmp_path / "results") == before

@@ -101,6 +101,10 @@ def finish_inference(settings: RunSettings, outcome: Outcome, display: ProgressD
         row["episodes"] = count
     summary_table(display.console, f"{settings.behavior} on {outcome.env}: inference "
                   f"{'done' if outcome.complete else 'stopped'}", rows)
+    for i, row in enumerate(rows):  # over every episode of the run, not the last period's
+        periods = [h[i] for h in outcome.history if h[i]["episodes"]]
+        row["mean_reward"] = (sum(p["cumulative_reward"] * p["episodes"] for p in periods)
+                              / row["episodes"] if periods else math.nan)
     return {**run_info(settings, outcome), "inference": True, "seeds": rows}
 
 
