@@ -4,24 +4,28 @@ from __future__ import annotations
 
 import csv
 import math
+import threading
 from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from mlagents_envs.side_channel.environment_parameters_channel import EnvironmentParametersChannel
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 import jppo
 from jppo.core.policy import make_policy
 from jppo.envs.base import Box, Discrete, Environment
 from jppo.errors import UserError
+from jppo.host_loop.unity_env import UnityVecEnv
 from jppo.jax_loop.env_sampling import draw, make_table
 from jppo.jax_loop.rollout import make_collect
 from jppo.jax_loop.setup import check_sampled, make_env
 from jppo.jax_loop.trainer import Trainer
 from jppo.runs import environment_parameters as ep
 from jppo.runs.settings import parse
+from jppo.standin.server import StandIn, free_port
 
 # ML-Agents' config/ppo/3DBall_randomize.yaml (release 19): its environment_parameters.
 RANDOMIZE = {
@@ -204,3 +208,44 @@ def test_a_curriculum_advances_on_reward_then_progress_without_recompiling(tmp_p
     events.Reload()
     lessons = [e.value for e in events.Scalars("Environment/Lesson Number/p")]
     assert lessons == [1, 1, 1, 1, 1, 2, 2, 2, 2, 2]
+
+
+# ---------------------------------------------------------------- sent to Unity
+
+
+def test_unity_receives_the_samplers_as_mlagents_learn_encodes_them():
+    value = {
+        "mass": RANDOMIZE["mass"],
+        "scale": {"sampler_type": "gaussian", "sampler_parameters": {"mean": 1, "st_dev": 0.1, "seed": 5}},
+        "gravity": 9.81,
+        "wind": {"sampler_type": "multirangeuniform", "sampler_parameters": {"intervals": [[0, 1], [2, 3]]}},
+    }
+    calls = ep.channel_calls(ep.Curriculum(ep.plan(ep.normalize(value), run_seed=3)).samplers())
+    # ML-Agents' own channel, as mlagents-learn's samplers call it: seeds 3 + offset over the
+    # unseeded values (mass 3, gravity 4 (unused by a constant), wind 5).
+    expected = EnvironmentParametersChannel()
+    expected.set_uniform_sampler_parameters("mass", 0.5, 10.0, 3)
+    expected.set_gaussian_sampler_parameters("scale", 1.0, 0.1, 5)
+    expected.set_float_parameter("gravity", 9.81)
+    expected.set_multirangeuniform_sampler_parameters("wind", [(0.0, 1.0), (2.0, 3.0)], 5)
+    later = EnvironmentParametersChannel()
+    later.set_float_parameter("mass", 2.0)
+
+    port = free_port()
+    standin = StandIn(port, connect_timeout=30, seed=3)
+    standin.warm_up()
+    thread = threading.Thread(target=standin.run, daemon=True)
+    thread.start()
+    vec = UnityVecEnv(None, 1, port, environment_parameters=calls, timeout_wait=30)
+    try:
+        vec.reset()
+        assert standin.scene.params.received == [bytes(m) for m in expected.message_queue]
+        # A new lesson's calls go with the next step (UnityVecEnv.set_environment_parameters).
+        vec.set_environment_parameters(ep.channel_calls({"mass": ep.Sampler("constant", (2.0,))}))
+        vec.send({0: {}})
+        vec.receive()
+        assert standin.scene.params.received[4:] == [bytes(m) for m in later.message_queue]
+    finally:
+        vec.close()
+        standin.stop()
+        thread.join(10)

@@ -47,13 +47,14 @@ import numpy as np
 from jppo import distributed, interrupts
 from jppo.core import observations
 from jppo.core.update import TrainState, init_train_state
-from jppo.errors import RunFault
-from jppo.host_loop import connect, meeting, sharded_update
+from jppo.errors import RunFault, UserError
+from jppo.host_loop import connect, gym_env, meeting, sharded_update
 from jppo.host_loop.acting import Acting
 from jppo.host_loop.faults import Interrupted, Stop
 from jppo.host_loop.trajectories import TrajectoryAssembler, UpdateBuffer, per_sensor
 from jppo.host_loop.vec_env import Actions, EnvFault, VecEnv
 from jppo.runs import checkpoint, folder as run_folder, report, session
+from jppo.runs import environment_parameters as env_parameters
 from jppo.runs.checkpoint import finite
 from jppo.runs.folder import write_configuration
 from jppo.runs.launch import Launch
@@ -177,9 +178,10 @@ class HostRun:
         # other than 0 write theirs under their own results/<run-id>.
         logs = None if env == connect.EDITOR else (
             (self.folder.path if self.folder else run_folder.path_of(settings)) / "run_logs")
+        calls = self._environment_parameters()
         try:
             self.vec = connect.make_vec_env(settings, env, self.local_workers,
-                                            logs and logs.resolve(), first)
+                                            logs and logs.resolve(), first, calls)
             self.reports = self.vec.reset()
             self.behavior = connect.pick_behavior(self.vec, settings.behavior, env)
             stop = None
@@ -194,6 +196,35 @@ class HostRun:
             raise RunFault(f"{stop.cause}.", stop.code)
         self._restore()
         self._build_programs()
+
+    def _environment_parameters(self) -> list | None:
+        """The EnvironmentParametersChannel calls mlagents-learn makes for the run's
+        environment parameters (seeds from the run's seed); a curriculum is kept to advance."""
+        settings, plan = self.settings, env_parameters.plan(self.settings.environment_parameters,
+                                                            self.settings.seed)
+        self.curriculum = None
+        if any(p.is_curriculum for p in plan):
+            env_parameters.check_behaviors(plan, [settings.behavior])
+            if self.processes > 1:
+                raise UserError("a curriculum runs in one process; leave out --coordinator.")
+            if any(l.criteria.require_reset for p in plan for l in p.lessons if l.criteria):
+                raise UserError("completion_criteria.require_reset: true is not implemented for "
+                                "Unity runs (the scene would have to be reset mid-run); leave "
+                                "it out.")
+            self.curriculum = env_parameters.Curriculum(plan)
+        if self.launch.env.startswith(gym_env.PREFIX) or not plan:
+            return None
+        return env_parameters.channel_calls(env_parameters.Curriculum(plan).samplers())
+
+    def _next_lessons(self) -> None:
+        """ML-Agents' check after every environment step: lessons advanced, the new samplers
+        sent to every worker with its next step."""
+        changed, _ = self.curriculum.update(self.steps / self.config.max_steps)
+        if changed:
+            self.vec.set_environment_parameters(
+                env_parameters.channel_calls(self.curriculum.samplers()))
+            for line in self.curriculum.announce(changed):
+                self.display.message(line)
 
     def _restore(self) -> None:
         """The train state: fresh, or the checkpoint's when resuming; the run's configuration."""
@@ -297,9 +328,13 @@ class HostRun:
                     for t in trajectories:
                         self.buffer.add(t)
                     (self.period.sums if self.processes == 1 else self.unsent).add(episodes)
+                    if self.curriculum is not None:
+                        self.curriculum.add_rewards([e.reward for e in episodes])
                     self.local_steps += experiences
                 if self.processes == 1:
                     self.steps = self.start_step + self.local_steps
+                    if self.curriculum is not None:
+                        self._next_lessons()
                     while self.buffer.count >= self.layout.share:
                         self._learn()
                 elif self.buffer.count >= self.layout.share:
@@ -392,6 +427,8 @@ class HostRun:
 
     def _summarize(self, now: float) -> None:
         row = self.period.row(self.steps, now, self._last_metrics)
+        if self.curriculum is not None:
+            row.update(self.curriculum.lesson_scalars())
         self.period = _Period(now, self.steps)
         self.history.append([row])
         if self.main:

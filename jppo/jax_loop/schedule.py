@@ -21,7 +21,6 @@ import numpy as np
 from jppo.jax_loop.env_sampling import make_table
 from jppo.jax_loop.rollout import init_runner
 
-LESSON_TAG = "Environment/Lesson Number/{}"  # ML-Agents' tag
 VALUE_TAG = "Environment/Parameter Mean/{}"  # jppo's: the mean over the environment copies
 
 
@@ -67,12 +66,8 @@ class Schedule:
                 if count:
                     curriculum.add_rewards([total / count] * int(count))
             changed, must_reset = curriculum.update(progress)
-            for name in changed:
-                p = next(p for p in curriculum.parameters if p.name == name)
-                lesson = p.lessons[curriculum.lesson_numbers()[name]]
-                say(f"member {m}: parameter {name!r} is now in lesson {lesson.name!r} "
-                    f"({lesson.value.describe()})" if len(self.curricula) > 1 else
-                    f"parameter {name!r} is now in lesson {lesson.name!r} ({lesson.value.describe()})")
+            for line in curriculum.announce(changed):
+                say(f"member {m}: {line}" if len(self.curricula) > 1 else line)
             if changed:
                 if tables is None:
                     tables = jax.tree_util.tree_map(np.array, jax.device_get(states.samplers))
@@ -93,7 +88,7 @@ class Schedule:
         values = np.asarray(jax.device_get(states.runner.sampled))
         out = []
         for m, curriculum in enumerate(self.curricula):
-            row = {LESSON_TAG.format(k): float(v) for k, v in curriculum.lesson_numbers().items()}
+            row = curriculum.lesson_scalars()
             row.update({VALUE_TAG.format(n): float(values[m, :, j].mean())
                         for j, n in enumerate(self.sampled)})
             out.append(row)
@@ -119,4 +114,4 @@ def _set(array, index, value):
     return array
 
 
-__all__ = ["LESSON_TAG", "Schedule", "VALUE_TAG"]
+__all__ = ["Schedule", "VALUE_TAG"]

@@ -57,6 +57,7 @@ CRITERIA_DEFAULTS = {"measure": "reward", "min_lesson_length": 0, "signal_smooth
                      "threshold": 0.0, "require_reset": False}
 MEASURES = ("progress", "reward")
 _INT32_MIN, _INT32_MAX = -2**31, 2**31 - 1
+LESSON_TAG = "Environment/Lesson Number/{}"  # ML-Agents' TensorBoard tag
 # ML-Agents' signal smoothing: measure = 0.25 * previous + 0.75 * mean of the reward buffer.
 SMOOTHING = 0.25
 
@@ -382,6 +383,20 @@ class Curriculum:
 
     def lesson_numbers(self) -> dict:
         return {p.name: n for p, n in zip(self.parameters, self.lessons)}
+
+    def lesson_scalars(self) -> dict:
+        """ML-Agents' TensorBoard scalars ``Environment/Lesson Number/<parameter>``."""
+        return {LESSON_TAG.format(k): float(v) for k, v in self.lesson_numbers().items()}
+
+    def announce(self, names: list[str]) -> list[str]:
+        """One line per changed parameter, as mlagents-learn logs it."""
+        lines = []
+        for p, n in zip(self.parameters, self.lessons):
+            if p.name in names:
+                lesson = p.lessons[n]
+                lines.append(f"parameter {p.name!r} is now in lesson {lesson.name!r} "
+                             f"({lesson.value.describe()})")
+        return lines
 
     def add_rewards(self, returns) -> None:
         """Episode returns, oldest first."""
