@@ -189,21 +189,25 @@ def test_a_curriculum_advances_on_reward_then_progress_without_recompiling(tmp_p
         "environment_parameters": {"p": {"curriculum": [
             lesson("one", 1.0, {"behavior": "Probe", "measure": "reward", "threshold": 2.0,
                                 "min_lesson_length": 4, "signal_smoothing": False}),
-            lesson("ten", 10.0, {"behavior": "Probe", "measure": "progress", "threshold": 0.5}),
+            lesson("ten", 10.0, {"behavior": "Probe", "measure": "progress", "threshold": 0.5,
+                                 "require_reset": True}),
             lesson("twenty", {"sampler_type": "uniform",
                               "sampler_parameters": {"min_value": 20, "max_value": 21}})]}},
         "jppo": {"num_envs": 4, "export_onnx": False}})
-    info = jppo.fit(Probe(), settings, run_id="curriculum", results_dir=tmp_path, quiet=True)
-    assert info["steps"] == 480
+    # Stopped after 3 summaries and resumed: the checkpoint carries the lessons.
+    run = lambda **kw: jppo.fit(Probe(), settings, run_id="curriculum", results_dir=tmp_path,
+                                quiet=True, **kw)
+    assert run(stop_after_steps=144)["steps"] == 144
+    assert run(resume=True)["steps"] == 480
     rows = list(csv.DictReader(open(tmp_path / "curriculum" / "progress.csv")))
     rewards = [float(r["cumulative_reward"]) for r in rows]
     # Chunk 1 (lesson one): 3-step episodes of reward 1. Its mean return 3 > 2 moves to lesson
     # ten; progress passes 0.5 after step 288 (6 x 48; 240 / 480 is not above 0.5). A new
     # lesson reaches a copy at its next reset (as Unity's agents read parameters in
-    # OnEpisodeBegin): the first of a chunk's 4 episodes per copy began under the old lesson.
+    # OnEpisodeBegin): the first of a chunk's 4 episodes per copy began under the old lesson;
+    # lesson ten's require_reset starts every copy's episode afresh under lesson twenty.
     assert rewards[:6] == [3.0, (4 * 3 + 12 * 30) / 16, 30.0, 30.0, 30.0, 30.0]
-    assert (4 * 30 + 12 * 60) / 16 <= rewards[6] <= (4 * 30 + 12 * 63) / 16
-    assert all(60.0 <= r <= 63.0 for r in rewards[7:]) and len(rewards) == 10
+    assert all(60.0 <= r <= 63.0 for r in rewards[6:]) and len(rewards) == 10
     events = EventAccumulator(str(tmp_path / "curriculum" / "Probe"))
     events.Reload()
     lessons = [e.value for e in events.Scalars("Environment/Lesson Number/p")]
