@@ -11,6 +11,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+import yaml
 from mlagents_envs.side_channel.environment_parameters_channel import EnvironmentParametersChannel
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
@@ -26,6 +27,7 @@ from jppo.jax_loop.trainer import Trainer
 from jppo.runs import environment_parameters as ep
 from jppo.runs.settings import parse
 from jppo.standin.server import StandIn, free_port
+from jppo.train import main
 
 # ML-Agents' config/ppo/3DBall_randomize.yaml (release 19): its environment_parameters.
 RANDOMIZE = {
@@ -253,3 +255,42 @@ def test_unity_receives_the_samplers_as_mlagents_learn_encodes_them():
         vec.close()
         standin.stop()
         thread.join(10)
+
+
+@pytest.mark.slow
+def test_a_unity_run_sends_the_next_lesson_when_progress_passes_the_threshold(tmp_path):
+    config = {
+        "behaviors": {"3DBall": {
+            "hyperparameters": {"batch_size": 120, "buffer_size": 1200, "num_epoch": 1},
+            "network_settings": {"hidden_units": 16, "num_layers": 1},
+            "max_steps": 3000, "time_horizon": 100, "summary_freq": 1200}},
+        "environment_parameters": {"scale": {"curriculum": [
+            {"name": "one", "value": 1.0, "completion_criteria": {
+                "behavior": "3DBall", "measure": "progress", "threshold": 0.3}},
+            {"name": "wide", "value": {"sampler_type": "uniform",
+                                       "sampler_parameters": {"min_value": 1.5, "max_value": 2}}}]}},
+        "jppo": {"timeout_wait": 30},
+    }
+    path = tmp_path / "curriculum.yaml"
+    path.write_text(yaml.safe_dump(config))
+    first = EnvironmentParametersChannel()
+    first.set_float_parameter("scale", 1.0)
+    first.set_uniform_sampler_parameters("scale", 1.5, 2.0, 5 + 1)  # --seed 5, offset 1
+    port = free_port()
+    standin = StandIn(port, connect_timeout=60, seed=3)
+    standin.warm_up()
+    thread = threading.Thread(target=standin.run, daemon=True)
+    thread.start()
+    try:
+        code = main([str(path), "--env", "editor", "--base-port", str(port), "--seed", "5",
+                     "--run-id", "unity-curriculum", "--results-dir", str(tmp_path), "--quiet",
+                     "--no-export"])
+    finally:
+        standin.stop()
+        thread.join(10)
+    assert code == 0
+    assert standin.scene.params.received == [bytes(m) for m in first.message_queue]
+    events = EventAccumulator(str(tmp_path / "unity-curriculum" / "3DBall"))
+    events.Reload()
+    # Steps pass 0.3 x 3000 before the first summary (1200).
+    assert [e.value for e in events.Scalars("Environment/Lesson Number/scale")] == [1, 1, 1]
