@@ -24,7 +24,7 @@ from jppo.jax_loop.env_sampling import draw, make_table
 from jppo.jax_loop.rollout import make_collect
 from jppo.jax_loop.setup import check_sampled, make_env
 from jppo.jax_loop.trainer import Trainer
-from jppo.runs import environment_parameters as ep
+from jppo.runs import checkpoint, environment_parameters as ep
 from jppo.runs.settings import parse
 from jppo.standin.server import StandIn, free_port
 from jppo.train import main
@@ -276,21 +276,28 @@ def test_a_unity_run_sends_the_next_lesson_when_progress_passes_the_threshold(tm
     first = EnvironmentParametersChannel()
     first.set_float_parameter("scale", 1.0)
     first.set_uniform_sampler_parameters("scale", 1.5, 2.0, 5 + 1)  # --seed 5, offset 1
-    port = free_port()
-    standin = StandIn(port, connect_timeout=60, seed=3)
-    standin.warm_up()
-    thread = threading.Thread(target=standin.run, daemon=True)
-    thread.start()
-    try:
-        code = main([str(path), "--env", "editor", "--base-port", str(port), "--seed", "5",
-                     "--run-id", "unity-curriculum", "--results-dir", str(tmp_path), "--quiet",
-                     "--no-export"])
-    finally:
-        standin.stop()
-        thread.join(10)
-    assert code == 0
-    assert standin.scene.params.received == [bytes(m) for m in first.message_queue]
+    received = []
+    for more in (["--stop-after-steps", "1200"], ["--resume"]):
+        port = free_port()
+        standin = StandIn(port, connect_timeout=60, seed=3)
+        standin.warm_up()
+        thread = threading.Thread(target=standin.run, daemon=True)
+        thread.start()
+        try:
+            code = main([str(path), "--env", "editor", "--base-port", str(port), "--seed", "5",
+                         "--run-id", "unity-curriculum", "--results-dir", str(tmp_path),
+                         "--quiet", "--no-export"] + more)
+        finally:
+            standin.stop()
+            thread.join(10)
+        assert code == 0
+        received.append(standin.scene.params.received)
+        # The checkpoint holds the lesson numbers and smoothed rewards the resumed run continues.
+        _, state = checkpoint.read(checkpoint.latest(tmp_path / "unity-curriculum"))
+        assert np.asarray(state["lessons"]["0"]).tolist() == [1]
+    # Steps pass 0.3 x 3000 before the first summary (1200); the resumed run resets Unity with
+    # the first lesson, then sends the checkpoint's lesson with its first step.
+    assert received == [[bytes(m) for m in first.message_queue]] * 2
     events = EventAccumulator(str(tmp_path / "unity-curriculum" / "3DBall"))
     events.Reload()
-    # Steps pass 0.3 x 3000 before the first summary (1200).
     assert [e.value for e in events.Scalars("Environment/Lesson Number/scale")] == [1, 1, 1]

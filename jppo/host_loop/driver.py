@@ -39,6 +39,7 @@ import concurrent.futures
 import dataclasses
 import importlib
 import time
+from typing import Any
 
 import flax.struct
 import jax
@@ -70,6 +71,9 @@ class HostState:
     train: TrainState
     steps: np.ndarray  # int64 scalar: agent decisions so far
     updates: np.ndarray  # int64 scalar
+    # A curriculum's lesson numbers (int32 [P]) and smoothed rewards (float32 [P]), else None
+    # (and the checkpoint is what it was before curricula existed).
+    lessons: Any = None
 
 
 @dataclasses.dataclass
@@ -226,6 +230,22 @@ class HostRun:
             for line in self.curriculum.announce(changed):
                 self.display.message(line)
 
+    def _lesson_state(self):
+        if self.curriculum is None:
+            return None
+        return (np.asarray(self.curriculum.lessons, np.int32),
+                np.asarray(self.curriculum.smoothed, np.float32))
+
+    def _resume_lessons(self, saved) -> None:
+        """The checkpoint's lessons; Unity, reset with the first lessons' values before the
+        checkpoint was read, gets the current ones with its next step."""
+        lessons, smoothed = saved
+        self.curriculum.lessons = [int(n) for n in lessons]
+        self.curriculum.smoothed = [float(v) for v in smoothed]
+        if any(self.curriculum.lessons):
+            self.vec.set_environment_parameters(
+                env_parameters.channel_calls(self.curriculum.samplers()))
+
     def _restore(self) -> None:
         """The train state: fresh, or the checkpoint's when resuming; the run's configuration."""
         settings, config, env = self.settings, self.config, self.launch.env
@@ -237,11 +257,14 @@ class HostRun:
         train_state = jax.jit(lambda key: init_train_state(key, config, size, spec))(
             jax.random.PRNGKey(settings.seed))
         state, resumed = session.restore(
-            self.folder, HostState(train_state, np.zeros((), np.int64), np.zeros((), np.int64)),
+            self.folder, HostState(train_state, np.zeros((), np.int64), np.zeros((), np.int64),
+                                   self._lesson_state()),
             lambda saved: session.check_host_resume(saved, name, size, spec,
                                                     self.folder.resume_from))
         if resumed:
             self.saved_at = int(state.steps)
+            if self.curriculum is not None:
+                self._resume_lessons(state.lessons)
         self.state = distributed.place_replicated(self.layout.mesh, state.train)
         self.steps, self.updates = int(state.steps), int(state.updates)
         self.start_step = self.steps
@@ -411,7 +434,7 @@ class HostRun:
         the summaries up to a checkpoint are on disk with it; the others note the step."""
         if self.main:
             state = HostState(distributed.local_replica(self.state), np.asarray(self.steps, np.int64),
-                              np.asarray(self.updates, np.int64))
+                              np.asarray(self.updates, np.int64), self._lesson_state())
             self._write(self.log.flush)
             self._write(checkpoint.save, self.folder.path, self.steps, state, self.meta,
                         self.settings.keep_checkpoints)
