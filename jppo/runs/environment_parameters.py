@@ -318,11 +318,6 @@ def plan(value: dict, run_seed: int) -> list[Parameter]:
     return out
 
 
-def only_constants(value: dict) -> bool:
-    """Whether ``normalize``'s output holds constants only (no sampler, no curriculum)."""
-    return all(isinstance(v, float) for v in value.values())
-
-
 def check_behaviors(parameters: list[Parameter], behaviors) -> None:
     """Every completion criterion measures a behavior this run trains (ML-Agents would wait
     for it forever)."""
@@ -439,6 +434,6 @@ def need_increment(criteria: Criteria, progress: float, rewards: list,
     return measure > criteria.threshold, smoothed
 
 
-__all__ = ["Criteria", "Curriculum", "Lesson", "Parameter", "SAMPLER_TYPES", "Sampler",
-           "channel_calls", "check_behaviors", "need_increment", "normalize", "only_constants",
-           "parse", "plan"]
+__all__ = ["Criteria", "Curriculum", "LESSON_TAG", "Lesson", "Parameter", "SAMPLER_TYPES",
+           "Sampler", "channel_calls", "check_behaviors", "need_increment", "normalize", "parse",
+           "plan"]
