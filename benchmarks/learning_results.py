@@ -26,7 +26,9 @@ import jppo
 from jppo.envs.basic import BEST_RETURN
 from jppo.envs.gridworld import expected_optimal_return
 from jppo.jax_loop.evaluate import episode_returns
-from jppo.jax_loop.setup import make_env
+from jppo.jax_loop.schedule import Schedule
+from jppo.jax_loop.setup import check_sampled, make_env
+from jppo.runs import environment_parameters
 from jppo.runs.settings import load
 from jppo.jax_loop.trainer import Trainer
 from machine import RESULTS, write
@@ -37,6 +39,9 @@ RUNS = {
     "CartPole-v1": ("CartPole.yaml", 10, 475.0, 100, 500),
     "Pendulum-v1": ("Pendulum.yaml", 5, -150.0, 1000, 200),  # returns spread 0..-400 by start
     "3DBall": ("3DBall.yaml", 5, 95.0, 48, 1000),
+    # mass and scale drawn per episode (ML-Agents' 3DBall_randomize.yaml); scored at the
+    # defaults (mass 1, scale 1) and at the far end of the ranges (mass 10, scale 3).
+    "3DBall_randomize": ("3DBall_randomize.yaml", 5, 95.0, 48, 1000),
     "Basic": ("Basic.yaml", 5, round(0.98 * BEST_RETURN, 4), 100, 100),
     "GridWorld": ("GridWorld.yaml", 5, round(0.9 * expected_optimal_return(5), 4), 1000, 100),
 }
@@ -55,11 +60,29 @@ def curves(metrics, steps_per_update: int, summary_updates: int):
     return steps, means
 
 
-def run(env_name: str, seeds: int, seed: int):
-    config_file, _, goal, episodes, longest = RUNS[env_name]
+# A run whose name is not its environment's.
+ENV_OF = {"3DBall_randomize": "3DBall"}
+
+
+def sampling(settings, env_name: str, env, seed: int) -> dict:
+    """The Trainer's arguments for the config's sampled environment parameters (none: {})."""
+    plan = environment_parameters.plan(settings.environment_parameters, seed)
+    if not plan:
+        return {}
+    floors = check_sampled(env_name, env, {p.name: [(l.value.kind, l.value.numbers)
+                                                     for l in p.lessons] for p in plan})
+    schedule = Schedule([environment_parameters.Curriculum(plan)], tuple(p.name for p in plan),
+                        floors)
+    return {"sampled": schedule.sampled, "table": schedule.table(schedule.curricula[0])}
+
+
+def run(name: str, seeds: int, seed: int):
+    config_file, _, goal, episodes, longest = RUNS[name]
+    env_name = ENV_OF.get(name, name)
     settings = load(ROOT / "configs" / config_file)
     env = make_env(env_name, {})
-    trainer = Trainer(settings.ppo, env, env.default_params, settings.num_envs)
+    trainer = Trainer(settings.ppo, env, env.default_params, settings.num_envs,
+                      **sampling(settings, env_name, env, seed))
     states = trainer.init_seeds(seed, seeds)
     n = trainer.total_iterations
     start = time.perf_counter()
@@ -71,18 +94,29 @@ def run(env_name: str, seeds: int, seed: int):
     summary_updates = max(1, settings.summary_freq // trainer.steps_per_update)
     steps, means = curves(jax.device_get(metrics), trainer.steps_per_update, summary_updates)
     policy = jppo.make_policy(settings.ppo, trainer.action_spec)
-    scores, greedy = [], []
+    scores, greedy, far = [], [], []
+    far_params = env.default_params._replace(mass=10.0, scale=3.0) if trainer.sampled else None
     for i in range(seeds):
         train = jax.tree_util.tree_map(lambda x: x[i], states.train)
         # Every seed faces the same start states, so scores differ by policy, not by luck.
-        for out, deterministic in ((scores, False), (greedy, True)):
-            returns, _ = episode_returns(env, env.default_params, policy, train.params,
+        for out, deterministic, params in ((scores, False, env.default_params),
+                                           (greedy, True, env.default_params),
+                                           (far, False, far_params)):
+            if params is None:
+                continue
+            returns, _ = episode_returns(env, params, policy, train.params,
                                          train.normalizer, jax.random.PRNGKey(10_000), episodes,
                                          longest, deterministic=deterministic)
             out.append(float(np.mean(returns)))
     first = [next((s for s, v in zip(steps, row) if v >= goal), None) for row in means]
+    extra = {}
+    if far:
+        extra = {"environment_parameters": settings.environment_parameters,
+                 "final_score_far_end_per_seed": [round(s, 2) for s in far],
+                 "far_end": "mass 10, scale 3 (the ranges' far end), stochastic policy"}
     return {
-        "env": env_name, "config": f"configs/{config_file}", "seeds": list(range(seed, seed + seeds)),
+        **extra, "env": env_name, "run": name, "config": f"configs/{config_file}",
+        "seeds": list(range(seed, seed + seeds)),
         "max_steps": settings.ppo.max_steps, "steps_trained": n * trainer.steps_per_update,
         "goal": goal, "compile_s": round(compile_s, 2), "train_s": round(train_s, 2),
         "steps_per_second_all_seeds": round(seeds * n * trainer.steps_per_update / train_s),

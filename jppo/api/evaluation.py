@@ -114,6 +114,9 @@ def _environment(run_dir: pathlib.Path, env: Any, env_params: Any):
     if config.is_file():
         parameters = (yaml.safe_load(config.read_text()).get("run") or {}).get(
             "environment_parameters") or {}
+        # Sampled parameters and curricula are training's; the policy is evaluated at the
+        # environment's defaults for them (the constants stay).
+        parameters = {k: v for k, v in parameters.items() if not isinstance(v, dict)}
     try:
         return name, make_env(name, parameters)
     except UserError as err:

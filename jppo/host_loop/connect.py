@@ -58,12 +58,19 @@ def check_shares(settings, env: str, workers: int) -> None:
 
 
 def make_vec_env(settings, env: str, workers: int, log_folder: pathlib.Path | None,
-                 first_worker: int = 0) -> VecEnv:
+                 first_worker: int = 0, parameter_calls: list | None = None) -> VecEnv:
     """``workers`` environments numbered from ``first_worker`` (this process's share of a
     multi-process run): their seeds, and for Unity their worker ids and ports, follow on from
     the previous process's. ``settings`` is the run's ``RunSettings``; a Unity build writes its
-    Player-<worker>.log into ``log_folder``, as under mlagents-learn."""
+    Player-<worker>.log into ``log_folder``, as under mlagents-learn. ``parameter_calls``: the
+    environment parameters as EnvironmentParametersChannel calls (default: the constants)."""
     if env.startswith(gym_env.PREFIX):
+        varying = [k for k, v in settings.environment_parameters.items() if not isinstance(v, float)]
+        if varying:
+            raise UserError(f"environment_parameters.{varying[0]} is a sampler or curriculum; a "
+                            "Gymnasium environment takes constants (keyword arguments of "
+                            "gymnasium.make). Samplers and curricula reach Unity and the JAX "
+                            "environments.")
         return gym_env.GymVecEnv(env[len(gym_env.PREFIX):], workers, settings.behavior,
                                  seed=settings.seed + first_worker,
                                  environment_parameters=settings.environment_parameters)
@@ -75,7 +82,8 @@ def make_vec_env(settings, env: str, workers: int, log_folder: pathlib.Path | No
     return UnityVecEnv(None if env == EDITOR else str(pathlib.Path(env).resolve()), workers,
                        settings.base_port, seed=settings.seed, no_graphics=settings.no_graphics,
                        timeout_wait=settings.timeout_wait, time_scale=settings.time_scale,
-                       environment_parameters=settings.environment_parameters,
+                       environment_parameters=(settings.environment_parameters
+                                               if parameter_calls is None else parameter_calls),
                        log_folder=None if log_folder is None else str(log_folder),
                        first_worker=first_worker, bind=settings.bind or "localhost")
 

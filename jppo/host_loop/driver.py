@@ -39,6 +39,7 @@ import concurrent.futures
 import dataclasses
 import importlib
 import time
+from typing import Any
 
 import flax.struct
 import jax
@@ -47,13 +48,14 @@ import numpy as np
 from jppo import distributed, interrupts
 from jppo.core import observations
 from jppo.core.update import TrainState, init_train_state
-from jppo.errors import RunFault
-from jppo.host_loop import connect, meeting, sharded_update
+from jppo.errors import RunFault, UserError
+from jppo.host_loop import connect, gym_env, meeting, sharded_update
 from jppo.host_loop.acting import Acting
 from jppo.host_loop.faults import Interrupted, Stop
 from jppo.host_loop.trajectories import TrajectoryAssembler, UpdateBuffer, per_sensor
 from jppo.host_loop.vec_env import Actions, EnvFault, VecEnv
 from jppo.runs import checkpoint, folder as run_folder, initialize, report, session
+from jppo.runs import environment_parameters as env_parameters
 from jppo.runs.checkpoint import finite
 from jppo.runs.folder import write_configuration
 from jppo.runs.launch import Launch
@@ -69,6 +71,9 @@ class HostState:
     train: TrainState
     steps: np.ndarray  # int64 scalar: agent decisions so far
     updates: np.ndarray  # int64 scalar
+    # A curriculum's lesson numbers (int32 [P]) and smoothed rewards (float32 [P]), else None
+    # (and the checkpoint is what it was before curricula existed).
+    lessons: Any = None
 
 
 @dataclasses.dataclass
@@ -178,9 +183,10 @@ class HostRun:
         # other than 0 write theirs under their own results/<run-id>.
         logs = None if env == connect.EDITOR or self.inference else (
             (self.folder.path if self.folder else run_folder.path_of(settings)) / "run_logs")
+        calls = self._environment_parameters()
         try:
             self.vec = connect.make_vec_env(settings, env, self.local_workers,
-                                            logs and logs.resolve(), first)
+                                            logs and logs.resolve(), first, calls)
             self.reports = self.vec.reset()
             self.behavior = connect.pick_behavior(self.vec, settings.behavior, env)
             stop = None
@@ -195,6 +201,51 @@ class HostRun:
             raise RunFault(f"{stop.cause}.", stop.code)
         self._restore()
         self._build_programs()
+
+    def _environment_parameters(self) -> list | None:
+        """The EnvironmentParametersChannel calls mlagents-learn makes for the run's
+        environment parameters (seeds from the run's seed); a curriculum is kept to advance."""
+        settings, plan = self.settings, env_parameters.plan(self.settings.environment_parameters,
+                                                            self.settings.seed)
+        self.curriculum = None
+        if any(p.is_curriculum for p in plan):
+            env_parameters.check_behaviors(plan, [settings.behavior])
+            if self.processes > 1:
+                raise UserError("a curriculum runs in one process; leave out --coordinator.")
+            if any(l.criteria.require_reset for p in plan for l in p.lessons if l.criteria):
+                raise UserError("completion_criteria.require_reset: true is not implemented for "
+                                "Unity runs (the scene would have to be reset mid-run); leave "
+                                "it out.")
+            self.curriculum = env_parameters.Curriculum(plan)
+        if self.launch.env.startswith(gym_env.PREFIX) or not plan:
+            return None
+        return env_parameters.channel_calls(env_parameters.Curriculum(plan).samplers())
+
+    def _next_lessons(self) -> None:
+        """ML-Agents' check after every environment step: lessons advanced, the new samplers
+        sent to every worker with its next step."""
+        changed, _ = self.curriculum.update(self.steps / self.config.max_steps)
+        if changed:
+            self.vec.set_environment_parameters(
+                env_parameters.channel_calls(self.curriculum.samplers()))
+            for line in self.curriculum.announce(changed):
+                self.display.message(line)
+
+    def _lesson_state(self):
+        if self.curriculum is None:
+            return None
+        return (np.asarray(self.curriculum.lessons, np.int32),
+                np.asarray(self.curriculum.smoothed, np.float32))
+
+    def _resume_lessons(self, saved) -> None:
+        """The checkpoint's lessons; Unity, reset with the first lessons' values before the
+        checkpoint was read, gets the current ones with its next step."""
+        lessons, smoothed = saved
+        self.curriculum.lessons = [int(n) for n in lessons]
+        self.curriculum.smoothed = [float(v) for v in smoothed]
+        if any(self.curriculum.lessons):
+            self.vec.set_environment_parameters(
+                env_parameters.channel_calls(self.curriculum.samplers()))
 
     def _restore(self) -> None:
         """The train state: fresh, or the checkpoint's when resuming; the run's configuration."""
@@ -213,11 +264,14 @@ class HostRun:
             train_state = initialize.start_train_state(start, train_state, config, None)
             self.display.message(initialize.describe(start, self.inference))
         state, resumed = session.restore(
-            self.folder, HostState(train_state, np.zeros((), np.int64), np.zeros((), np.int64)),
+            self.folder, HostState(train_state, np.zeros((), np.int64), np.zeros((), np.int64),
+                                   self._lesson_state()),
             lambda saved: session.check_host_resume(saved, name, size, spec,
                                                     self.folder.resume_from))
         if resumed:
             self.saved_at = int(state.steps)
+            if self.curriculum is not None:
+                self._resume_lessons(state.lessons)
         self.state = distributed.place_replicated(self.layout.mesh, state.train)
         self.steps, self.updates = int(state.steps), int(state.updates)
         self.start_step = self.steps
@@ -306,9 +360,13 @@ class HostRun:
                     for t in trajectories if not self.inference else ():
                         self.buffer.add(t)
                     (self.period.sums if self.processes == 1 else self.unsent).add(episodes)
+                    if self.curriculum is not None:
+                        self.curriculum.add_rewards([e.reward for e in episodes])
                     self.local_steps += experiences
                 if self.processes == 1:
                     self.steps = self.start_step + self.local_steps
+                    if self.curriculum is not None:
+                        self._next_lessons()
                     while self.buffer.count >= self.layout.share:
                         self._learn()
                 elif self.buffer.count >= self.layout.share:
@@ -385,7 +443,7 @@ class HostRun:
         the summaries up to a checkpoint are on disk with it; the others note the step."""
         if self.main:
             state = HostState(distributed.local_replica(self.state), np.asarray(self.steps, np.int64),
-                              np.asarray(self.updates, np.int64))
+                              np.asarray(self.updates, np.int64), self._lesson_state())
             self._write(self.log.flush)
             self._write(checkpoint.save, self.folder.path, self.steps, state, self.meta,
                         self.settings.keep_checkpoints)
@@ -401,6 +459,8 @@ class HostRun:
 
     def _summarize(self, now: float) -> None:
         row = self.period.row(self.steps, now, self._last_metrics)
+        if self.curriculum is not None:
+            row.update(self.curriculum.lesson_scalars())
         self.period = _Period(now, self.steps)
         self.history.append([row])
         if self.log is not None:

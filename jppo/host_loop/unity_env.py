@@ -121,11 +121,14 @@ class UnityVecEnv(VecEnv):
     """``num_workers`` Unity instances (a build started per worker, or ``None``: connect to
     editors/players already running). ``timeout_wait`` bounds every wait for Unity.
     ``first_worker`` numbers this set's workers from there (worker id, port, seed), so the
-    processes of one multi-process run on one machine do not compete for ports."""
+    processes of one multi-process run on one machine do not compete for ports.
+    ``environment_parameters``: constants ``{name: value}``, or the EnvironmentParametersChannel
+    calls ``(method, name, *arguments)`` of ``jppo.runs.environment_parameters.channel_calls``
+    (samplers as mlagents-learn sends them)."""
 
     def __init__(self, file_name: str | None, num_workers: int = 1, base_port: int | None = None, *,
                  seed: int = 0, no_graphics: bool = False, timeout_wait: float = 60.0,
-                 time_scale: float = 20.0, environment_parameters: dict | None = None,
+                 time_scale: float = 20.0, environment_parameters: dict | list | None = None,
                  log_folder: str | None = None, first_worker: int = 0, bind: str = "localhost"):
         self.first_worker = first_worker
         self.file_name = None if file_name is None else str(file_name)
@@ -135,10 +138,14 @@ class UnityVecEnv(VecEnv):
         self.timeout_wait = timeout_wait
         self.description = "Unity editor" if file_name is None else "Unity"
         self.specs: dict[str, BehaviorSpec] = {}
+        if isinstance(environment_parameters, dict):  # constants
+            environment_parameters = [("set_float_parameter", k, float(v))
+                                      for k, v in environment_parameters.items()]
         self._settings = dict(file_name=self.file_name, no_graphics=no_graphics, time_scale=time_scale,
                               timeout_wait=int(max(1, round(timeout_wait))),
-                              environment_parameters=dict(environment_parameters or {}),
+                              environment_parameters=list(environment_parameters or []),
                               log_folder=log_folder, bind=bind)
+        self._parameter_calls: dict[int, list] = {}  # worker -> calls to send with its next step
         self._seed = seed
         self._workers: list[_Worker] = []
 
@@ -170,6 +177,12 @@ class UnityVecEnv(VecEnv):
             got.update(self._receive(starting=True))
         return [got[w] for w in range(self.num_workers)]
 
+    def set_environment_parameters(self, calls: list) -> None:
+        """EnvironmentParametersChannel calls ``(method, name, *arguments)`` every worker makes
+        before its next step (a curriculum's new lesson, as mlagents-learn sends it)."""
+        for w in range(self.num_workers):
+            self._parameter_calls.setdefault(w, []).extend(calls)
+
     def send(self, actions: Mapping[int, dict[str, Actions]]) -> None:
         for w, per_behavior in actions.items():
             worker = self._workers[w]
@@ -180,7 +193,8 @@ class UnityVecEnv(VecEnv):
                 values = order_actions(per_behavior[name], ids, worker.index, name)
                 payload[name] = to_unity_actions(self.specs[name], values, len(ids))
             try:
-                worker.conn.send(("step", payload))
+                calls = self._parameter_calls.pop(w, None)
+                worker.conn.send(("step", payload) + ((calls,) if calls else ()))
             except OSError:
                 pass  # a dead worker is reported by receive, with its cause
             worker.sent_at = time.monotonic()

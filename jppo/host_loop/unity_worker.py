@@ -6,9 +6,13 @@ the time and memory ``import jppo`` takes (benchmarks/README.md). It talks over 
 ``FD`` with
 ``multiprocessing.connection`` messages (pickled tuples):
 
-    trainer -> worker: first a settings dict (UnityEnvironment arguments, side channel values)
+    trainer -> worker: first a settings dict (UnityEnvironment arguments, side channel values:
+                       ``environment_parameters`` a list of EnvironmentParametersChannel calls
+                       ``(method, name, *arguments)``, made before the first reset)
                        ("step", {behavior: actions [n, A] float32, [n, B] int32, or the pair
-                                 of both for hybrid actions, in decision order})
+                                 of both for hybrid actions, in decision order}[, calls])
+                       (calls: environment parameter calls made before this step: a lesson
+                       changed)
                        ("close",)
     worker -> trainer: ("steps", specs or None, {behavior: (decision ids, obs list, rewards,
                         terminal ids, obs list, rewards, interrupted, allowed or None)})
@@ -110,15 +114,26 @@ def _make_env(settings: dict):
                                         time_scale=settings["time_scale"], target_frame_rate=-1,
                                         capture_frame_rate=60)
     parameters = EnvironmentParametersChannel()
-    for name, value in settings["environment_parameters"].items():
-        parameters.set_float_parameter(name, float(value))
+    _set_parameters(parameters, settings["environment_parameters"])
     environment = _bound_environment(settings.get("bind", "localhost"))
-    return environment(file_name=settings["file_name"], worker_id=settings["worker_id"],
+    return parameters, environment(file_name=settings["file_name"], worker_id=settings["worker_id"],
                             base_port=settings["base_port"], seed=settings["seed"],
                             no_graphics=settings["no_graphics"],
                             timeout_wait=settings["timeout_wait"],
                             side_channels=[engine, parameters],
                             log_folder=settings.get("log_folder"))
+
+
+# The EnvironmentParametersChannel methods a trainer may ask for (mlagents-learn's calls).
+_PARAMETER_CALLS = ("set_float_parameter", "set_uniform_sampler_parameters",
+                    "set_gaussian_sampler_parameters", "set_multirangeuniform_sampler_parameters")
+
+
+def _set_parameters(channel, calls) -> None:
+    for method, *arguments in calls:
+        if method not in _PARAMETER_CALLS:
+            raise ValueError(f"unknown environment parameter call {method!r}")
+        getattr(channel, method)(*arguments)
 
 
 def _specs(env) -> tuple:
@@ -191,7 +206,7 @@ def serve(conn: Connection) -> int:
     settings = conn.recv()
     env, sent_specs = None, None
     try:
-        env = _make_env(settings)
+        parameters, env = _make_env(settings)
         env.reset()
         sent_specs = _specs(env)
         conn.send(("steps", sent_specs, _report(env)))
@@ -205,6 +220,8 @@ def serve(conn: Connection) -> int:
                 env = None
                 conn.send(("closed",))
                 return 0
+            if len(message) > 2:
+                _set_parameters(parameters, message[2])
             _set_actions(env, message[1])
             env.step()
             specs = _specs(env)

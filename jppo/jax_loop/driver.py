@@ -24,9 +24,11 @@ from jppo import distributed, interrupts
 from jppo.core.config import INT32_MAX
 from jppo.errors import RunFault, UserError
 from jppo.jax_loop import sharding
-from jppo.jax_loop.setup import make_env, num_envs_for
+from jppo.jax_loop.schedule import Schedule
+from jppo.jax_loop.setup import check_sampled, make_env, num_envs_for
 from jppo.jax_loop.trainer import Trainer
 from jppo.runs import checkpoint, initialize, report, session
+from jppo.runs import environment_parameters as env_parameters
 from jppo.runs.folder import write_configuration
 from jppo.runs.launch import Launch
 from jppo.runs.progress import ProgressDisplay
@@ -128,11 +130,18 @@ class JaxRun:
             interrupts.check()
         # Everything that can be refused is checked before the run folder is touched.
         env = self.environment
+        plan = env_parameters.plan(settings.environment_parameters, settings.seed)
+        varying = [p for p in plan if p.is_curriculum or p.lessons[0].value.kind != "constant"]
         if env is None:
-            env = make_env(env_name, settings.environment_parameters)
+            env = make_env(env_name, {p.name: p.lessons[0].value.numbers[0] for p in plan
+                                      if p not in varying})
+        self.schedule, sampling = None, {}
+        if varying:
+            self.schedule, sampling = self._schedule(env, plan, varying)
         self.num_envs = num_envs_for(settings.num_envs, env_name)
         distributed.check_divisible(self.num_envs, mesh)
-        trainer = self.trainer = Trainer(settings.ppo, env, env.default_params, self.num_envs, mesh)
+        trainer = self.trainer = Trainer(settings.ppo, env, env.default_params, self.num_envs, mesh,
+                                         **sampling)
         self.spu, self.total = trainer.steps_per_update, trainer.total_iterations
         adam_steps = self.total * settings.ppo.adam_steps_per_update(self.spu)
         if adam_steps > INT32_MAX:
@@ -166,6 +175,11 @@ class JaxRun:
             self.meta.update(sweep=sweep.to_meta(), num_members=self.count)
         states, self.resuming = session.restore(
             self.folder, states, lambda saved: session.check_jax_resume(saved, self.meta))
+        if self.schedule is not None:
+            self.schedule.curricula = self.schedule.curricula[:1] + [
+                env_parameters.Curriculum(self.schedule.curricula[0].parameters)
+                for _ in range(self.count - 1)]
+            self.schedule.restore(states)
         self.states = sharding.place(mesh, states)
         self.done = self.first = int(np.asarray(
             distributed.fetch_replicated(self.states.updates)).reshape(-1)[0])
@@ -182,6 +196,18 @@ class JaxRun:
                                      learn=not self.inference).lower(
             self.states, jnp.int32(self.chunk_length), *self.values).compile()
         self.compile_s = time.perf_counter() - t0
+
+    def _schedule(self, env, plan, varying):
+        """The run's sampled parameters and curricula checked, with the Trainer's arguments."""
+        env_parameters.check_behaviors(varying, [self.settings.behavior])
+        if jax.process_count() > 1:
+            raise UserError("sampled environment parameters and curricula run in one process; "
+                            "leave out --coordinator or give constants.")
+        floors = check_sampled(self.launch.env, env, {
+            p.name: [(l.value.kind, l.value.numbers) for l in p.lessons] for p in varying})
+        schedule = Schedule([env_parameters.Curriculum(plan)], tuple(p.name for p in varying),
+                            floors)
+        return schedule, {"sampled": schedule.sampled, "table": schedule.table(schedule.curricula[0])}
 
     def _write_configuration(self) -> None:
         extra = {"env": self.launch.env, "num_envs": self.num_envs, "steps_per_update": self.spu,
@@ -242,6 +268,8 @@ class JaxRun:
                     step = self.done * spu
                     self._check_finite(step - active * spu, step)
                     per_seed = [period_row(metrics, s, active * spu / dt) for s in range(self.count)]
+                    if self.schedule is not None:
+                        self._next_lessons(metrics, step, per_seed)
                     self.history.append(per_seed)
                     self._write(log.write, step, time.perf_counter() - elapsed0, per_seed)
                     rewards = [p["cumulative_reward"] for p in per_seed]
@@ -261,6 +289,17 @@ class JaxRun:
             raise
         finally:
             self._write(log.close)
+
+    def _next_lessons(self, metrics, step: int, per_seed: list[dict]) -> None:
+        """Curricula advanced after a chunk (new tables are data: nothing recompiles); the
+        lesson numbers and parameter means join the summary rows."""
+        states, extra = self.schedule.after_chunk(self.trainer, self.states, metrics,
+                                                  step / self.settings.ppo.max_steps,
+                                                  self.display.message)
+        self.states = (jax.device_put(states) if self.mesh is None
+                       else sharding.place(self.mesh, jax.device_get(states)))
+        for row, values in zip(per_seed, extra):
+            row.update(values)
 
     def _check_interrupt(self) -> None:
         """Ctrl-C or SIGTERM asked to stop: raise here, between chunks (every process at once)."""

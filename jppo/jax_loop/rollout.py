@@ -8,6 +8,11 @@ V(next observation); only a real end (termination) zeroes it.
 Observations may be a tuple (one array per sensor); an environment with masked discrete
 actions (``Environment.action_mask``) has its mask read at every step, used when acting and
 stored in the rollout, so the update scores each action under the mask it was chosen with.
+
+Sampled environment parameters (``sampled`` names, ``jppo.jax_loop.env_sampling``): each
+environment copy carries its episode's values (``RunnerState.sampled`` [E, P]); the values of
+every reset of a rollout are drawn before the scan with the resets themselves, from the
+``SamplerTable`` given to ``collect``.
 """
 from __future__ import annotations
 
@@ -23,6 +28,7 @@ from jppo.core import observations
 from jppo.envs.base import Box, Environment, Hybrid, step_or_reset
 from jppo.core.policy import ACTION_CLAMP, Policy
 from jppo.core.update import Rollout
+from jppo.jax_loop.env_sampling import draw, with_values
 
 
 def to_env_action(space, action: jax.Array):
@@ -56,6 +62,7 @@ class RunnerState:
     episode_return: jax.Array  # [E] return of the episode in progress
     episode_length: jax.Array  # [E] int32
     key: jax.Array
+    sampled: Any = None  # [E, P] float32: each copy's sampled parameters this episode, or None
 
 
 class EpisodeStats(NamedTuple):
@@ -67,18 +74,27 @@ class EpisodeStats(NamedTuple):
     length_sum: jax.Array
 
 
-def init_runner(env: Environment, env_params, num_envs: int, key: jax.Array) -> RunnerState:
+def init_runner(env: Environment, env_params, num_envs: int, key: jax.Array,
+                sampled: tuple[str, ...] = (), table=None) -> RunnerState:
     reset_key, key = jax.random.split(key)
-    obs, env_state = jax.vmap(env.reset, in_axes=(0, None))(jax.random.split(reset_key, num_envs),
-                                                           env_params)
+    reset_keys = jax.random.split(reset_key, num_envs)
+    values = None
+    if sampled:
+        key, draw_key = jax.random.split(key)
+        values = jax.vmap(draw, in_axes=(None, 0))(table, jax.random.split(draw_key, num_envs))
+        obs, env_state = jax.vmap(lambda k, v: env.reset(k, with_values(env_params, sampled, v)))(
+            reset_keys, values)
+    else:
+        obs, env_state = jax.vmap(env.reset, in_axes=(0, None))(reset_keys, env_params)
     zeros = jnp.zeros(num_envs, jnp.float32)
     izeros = jnp.zeros(num_envs, jnp.int32)
-    return RunnerState(env_state, obs, izeros, zeros, izeros, key)
+    return RunnerState(env_state, obs, izeros, zeros, izeros, key, values)
 
 
 def make_collect(env: Environment, env_params, policy: Policy, num_steps: int,
-                 time_horizon: int):
-    """``collect(params, normalizer, runner) -> (runner, Rollout [T=num_steps, E], EpisodeStats)``.
+                 time_horizon: int, sampled: tuple[str, ...] = ()):
+    """``collect(params, normalizer, runner, table=None) -> (runner, Rollout [T=num_steps, E],
+    EpisodeStats)``; ``table`` (a ``SamplerTable``) when ``sampled`` names parameters.
 
     Only the actor and the environment run step by step. The rollout's random draws (action
     noise, reset states, step keys) are made before the scan in a few batched calls, and the
@@ -88,6 +104,13 @@ def make_collect(env: Environment, env_params, policy: Policy, num_steps: int,
     space = env.action_space(env_params)
     step_env = jax.vmap(step_or_reset, in_axes=(None, 0, 0, 0, 0, None))
     reset_all = jax.vmap(jax.vmap(env.reset, in_axes=(0, None)), in_axes=(0, None))
+    if sampled:
+        # Only the sampled fields are per-copy arrays; the others stay static.
+        params_of = lambda v: with_values(env_params, sampled, v)
+        step_env = jax.vmap(lambda env_, k, s, a, r, v: step_or_reset(env_, k, s, a, r, params_of(v)),
+                            in_axes=(None, 0, 0, 0, 0, 0))
+        reset_sampled = jax.vmap(jax.vmap(lambda k, v: env.reset(k, params_of(v))))
+        draw_all = jax.vmap(jax.vmap(draw, in_axes=(None, 0)), in_axes=(None, 0))
 
     obs_spec = observation_spec(env, env_params)
     obs_size = observations.total_size(obs_spec)
@@ -97,14 +120,17 @@ def make_collect(env: Environment, env_params, policy: Policy, num_steps: int,
     masked = has_action_mask(env, env_params)
     mask_size = spec.mask_size if masked else 0
     masks_of = jax.vmap(env.action_mask, in_axes=(0, None))
+    if sampled:
+        masks_of = jax.vmap(lambda s, v: env.action_mask(s, params_of(v)))
 
     def one_step(params, normalizer, carry, draws):
         runner, stats = carry
-        noise, step_keys, reset = draws
-        mask = masks_of(runner.env_state, env_params) if masked else None
+        noise, step_keys, reset, fresh = draws
+        current = runner.sampled if sampled else env_params
+        mask = masks_of(runner.env_state, current) if masked else None
         action, log_prob = policy.act_with_noise(params, normalizer, runner.obs, noise, mask)
         out = step_env(env, step_keys, runner.env_state, to_env_action(space, action), reset,
-                       env_params)
+                       current)
         done = out.terminated | out.truncated
         episode_return = runner.episode_return + out.reward
         episode_length = runner.episode_length + 1
@@ -123,7 +149,8 @@ def make_collect(env: Environment, env_params, policy: Policy, num_steps: int,
         packed = jnp.concatenate([f32(x) for x in parts], axis=-1)
         runner = RunnerState(out.state, out.obs, jnp.where(done | cut, 0, since_cut),
                              jnp.where(done, 0.0, episode_return),
-                             jnp.where(done, 0, episode_length), runner.key)
+                             jnp.where(done, 0, episode_length), runner.key,
+                             jnp.where(done[:, None], fresh, runner.sampled) if sampled else None)
         return (runner, stats), packed
 
     def unpack(packed):
@@ -138,12 +165,19 @@ def make_collect(env: Environment, env_params, policy: Policy, num_steps: int,
                 action, log_prob, reward[..., 0], terminated[..., 0], cut[..., 0],
                 mask if masked else None)
 
-    def collect(params, normalizer, runner: RunnerState):
+    def collect(params, normalizer, runner: RunnerState, table=None):
         num_envs = runner.episode_return.shape[0]
         key, noise_key, step_key, reset_key = jax.random.split(runner.key, 4)
+        reset_keys = jax.random.split(reset_key, (num_steps, num_envs))
+        if sampled:
+            # The next episode's values, drawn with its reset state (which may depend on them).
+            fresh = draw_all(table, jax.random.split(jax.random.fold_in(reset_key, 1),
+                                                     (num_steps, num_envs)))
+            resets = reset_sampled(reset_keys, fresh)
+        else:
+            fresh, resets = jnp.zeros((num_steps, 0)), reset_all(reset_keys, env_params)
         draws = (policy.sample_noise(noise_key, (num_steps, num_envs)),
-                 jax.random.split(step_key, (num_steps, num_envs)),
-                 reset_all(jax.random.split(reset_key, (num_steps, num_envs)), env_params))
+                 jax.random.split(step_key, (num_steps, num_envs)), resets, fresh)
         zero, izero = jnp.zeros(num_envs, jnp.float32), jnp.zeros(num_envs, jnp.int32)
         (runner, stats), packed = jax.lax.scan(lambda c, x: one_step(params, normalizer, c, x),
                                                (runner.replace(key=key),

@@ -24,12 +24,59 @@ def make_env(name: str, parameters: dict):
     if not parameters:
         return env
     defaults = env.default_params
+    _check_names(name, parameters, defaults)
+    return envs.make(name, **check_env_parameters(name, parameters, defaults))
+
+
+def _check_names(name: str, parameters, defaults) -> None:
     allowed = envs.param_names(defaults)
     unknown = sorted(set(parameters) - set(allowed))
     if unknown:
         raise UserError(f"environment parameter {unknown[0]!r} is not one of {name}'s: "
                         f"{', '.join(allowed) or 'it takes none'}.")
-    return envs.make(name, **check_env_parameters(name, parameters, defaults))
+
+
+# A gaussian on a parameter that must be >= 0 keeps its mean this many standard deviations
+# above 0 (a draw below 0 then has a chance under 1e-9; the loop clamps it at 0 regardless).
+GAUSSIAN_MARGIN = 6.0
+
+
+def check_sampled(name: str, env, samplers: dict) -> list[float]:
+    """Parameters drawn per episode: ``{parameter: [(kind, numbers), ...]}`` (one pair per
+    lesson, in ``jppo.runs.environment_parameters.Sampler``'s form) checked against ``env``'s
+    params with ``check_env_parameters``' rules: every bound a range can reach (and a
+    gaussian's mean) is a value that check accepts, a gaussian on a parameter that must be
+    >= 0 stays ``GAUSSIAN_MARGIN`` standard deviations above 0, and an integer field (an
+    episode length) is not sampled. Returns each parameter's floor (0 or -inf) for
+    ``env_sampling``."""
+    defaults = env.default_params
+    _check_names(name, samplers, defaults)
+    floors = []
+    for key, lessons in samplers.items():
+        default = getattr(defaults, key)
+        if isinstance(default, (int, np.integer)) and not isinstance(default, bool):
+            if any(kind != "constant" for kind, _ in lessons):
+                raise UserError(f"environment_parameters.{key} cannot be sampled for {name}: "
+                                f"{key} is a whole number (default {default}) and a sampler "
+                                "draws real numbers; give a constant.")
+            for _, (value,) in lessons:
+                check_env_parameters(name, {key: value}, defaults)
+            floors.append(-math.inf)
+            continue
+        for kind, numbers in lessons:
+            points = numbers if kind != "gaussian" else numbers[:1]
+            for value in points:
+                check_env_parameters(name, {key: value}, defaults)
+            if kind == "gaussian" and default >= 0:
+                mean, std = numbers
+                if mean - GAUSSIAN_MARGIN * std < 0:
+                    raise UserError(
+                        f"environment_parameters.{key}: a gaussian with mean {mean:g} and st_dev "
+                        f"{std:g} draws values below 0, which {key} does not take for {name} "
+                        f"(default {default}); keep mean - {GAUSSIAN_MARGIN:g} st_dev >= 0 or use "
+                        "a uniform sampler.")
+        floors.append(0.0 if default >= 0 else -math.inf)
+    return floors
 
 
 # Environment state is float32 and counters int32 inside the compiled loop.
@@ -69,4 +116,5 @@ def num_envs_for(num_envs: int | None, env_name: str) -> int:
     return num_envs or DEFAULT_NUM_ENVS.get(env_name, 1)
 
 
-__all__ = ["DEFAULT_NUM_ENVS", "check_env_parameters", "make_env", "num_envs_for"]
+__all__ = ["DEFAULT_NUM_ENVS", "GAUSSIAN_MARGIN", "check_env_parameters", "check_sampled",
+           "make_env", "num_envs_for"]

@@ -31,6 +31,9 @@ class LoopState:
     train: TrainState
     runner: RunnerState
     updates: jax.Array  # int32: rollout/update iterations done
+    # The current lessons' samplers (jppo.jax_loop.env_sampling.SamplerTable) when environment
+    # parameters are sampled, else None (and the state is what it was before samplers existed).
+    samplers: Any = None
 
 
 def action_spec_of(space) -> ActionSpec:
@@ -61,6 +64,10 @@ class Trainer:
     # A jax.sharding.Mesh whose one axis splits the environments (jppo.distributed.make_mesh);
     # None: everything on one device, the plain program.
     mesh: Any = None
+    # Environment parameters drawn per episode (names of env_params' fields) and the first
+    # lessons' SamplerTable (host arrays); the host may swap the state's table between chunks.
+    sampled: tuple = ()
+    table: Any = None
 
     @property
     def num_steps(self) -> int:
@@ -87,8 +94,9 @@ class Trainer:
     def init(self, key: jax.Array) -> LoopState:
         train_key, env_key = jax.random.split(key)
         train = init_train_state(train_key, self.config, self.observation_size, self.action_spec)
-        return LoopState(train, init_runner(self.env, self.env_params, self.num_envs, env_key),
-                         jnp.zeros((), jnp.int32))
+        table = jax.tree_util.tree_map(jnp.asarray, self.table) if self.sampled else None
+        runner = init_runner(self.env, self.env_params, self.num_envs, env_key, self.sampled, table)
+        return LoopState(train, runner, jnp.zeros((), jnp.int32), table)
 
     def iteration(self, config: PPOConfig | None = None, learn: bool = True):
         """``(loop_state) -> (loop_state, metrics)``: one rollout then one update (not jitted).
@@ -100,7 +108,7 @@ class Trainer:
         config = self.config if config is None else config
         policy = make_policy(config, self.action_spec)
         collect = make_collect(self.env, self.env_params, policy, self.num_steps,
-                               config.time_horizon)
+                               config.time_horizon, self.sampled)
         total_adam = self.total_iterations * config.adam_steps_per_update(self.steps_per_update)
         if self.mesh is None:
             update = make_update(config, self.action_spec, total_adam, jit=False)
@@ -109,12 +117,14 @@ class Trainer:
                                                         self.mesh)
 
         def run_once(state: LoopState):
-            runner, rollout, stats = collect(state.train.params, state.train.normalizer, state.runner)
+            runner, rollout, stats = collect(state.train.params, state.train.normalizer, state.runner,
+                                             state.samplers)
             if not learn:
-                return LoopState(state.train, runner, state.updates + 1), dict(stats._asdict())
+                return (LoopState(state.train, runner, state.updates + 1, state.samplers),
+                        dict(stats._asdict()))
             train, metrics = update(state.train, rollout)
             metrics.update(stats._asdict())
-            return LoopState(train, runner, state.updates + 1), metrics
+            return LoopState(train, runner, state.updates + 1, state.samplers), metrics
 
         return run_once
 

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import dataclasses
 import pathlib
-from typing import Any, Callable, Optional
+from typing import Callable, Optional
 
 import flax.serialization
 import jax

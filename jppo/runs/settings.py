@@ -31,6 +31,7 @@ import yaml
 
 from jppo.core.config import ConfigError, PPOConfig, field_names
 from jppo.errors import UserError, brief
+from jppo.runs import environment_parameters
 from jppo.runs.config_file import number_text, read_yaml
 
 # The main job's config: the repository's configs/3DBall.yaml.
@@ -279,22 +280,9 @@ def _positive_int(value, name: str) -> int:
 
 
 def _environment_parameters(value) -> dict:
-    """Constant environment parameters, finite numbers; ML-Agents' samplers and curricula are
-    refused. (Unity receives them as float32; a JAX environment checks its own ranges.)"""
-    params = _mapping(value, ["environment_parameters"])
-    out = {}
-    for key, v in params.items():
-        name = key if isinstance(key, str) and len(key) <= 60 else brief(key)
-        v = number_text(v)
-        if isinstance(v, bool) or not isinstance(v, (int, float)):
-            raise UserError(f"environment_parameters.{name} = {brief(v)} is not supported; "
-                            "jppo takes constant numbers (samplers and curricula are not "
-                            "implemented).")
-        if not _finite(v):
-            raise UserError(f"environment_parameters.{name} = {brief(v)} is not allowed; an "
-                            "environment parameter must be a finite number.")
-        out[str(key)] = float(v)
-    return out
+    """Constants, samplers and curricula, checked and made plain data
+    (``jppo.runs.environment_parameters``)."""
+    return environment_parameters.normalize(value)
 
 
 def make_ppo_config(values: dict) -> PPOConfig:

@@ -153,8 +153,11 @@ class RunLog:
         for seed, (events, values) in enumerate(zip(self._events, per_seed)):
             # ML-Agents' dashboards and scripts expect the tag names with spaces
             # ("Environment/Cumulative Reward"), which add_scalar would rewrite: built here.
-            scalars = [Summary.Value(tag=TAGS[name], simple_value=float(value))
-                       for name, value in values.items() if name in TAGS and not math.isnan(value)]
+            # A name that is already a tag (an environment parameter's "Environment/Lesson
+            # Number/<name>") goes to TensorBoard as it is, not to the CSV's fixed columns.
+            scalars = [Summary.Value(tag=TAGS.get(name, name), simple_value=float(value))
+                       for name, value in values.items()
+                       if (name in TAGS or "/" in name) and not math.isnan(value)]
             events.write(step, Summary(value=scalars))
             self._csv.writerow({"step": step, "seed": seed, "wall_time_s": round(wall_time, 3),
                                 **{k: values.get(k, float("nan")) for k in TAGS}})

@@ -148,8 +148,10 @@ class EnvironmentParameters:
     def __init__(self):
         self._values: dict[str, tuple[bool, Callable[[], float]]] = {}  # key -> (sampled, read)
         self.callbacks: dict[str, Callable[[float], None]] = {}
+        self.received: list[bytes] = []  # every message as it came, for tests to compare
 
     def on_message(self, payload: bytes) -> None:
+        self.received.append(bytes(payload))
         r = _Reader(payload)
         key, kind = r.string(), r.int32()
         if kind == 0:  # FLOAT
