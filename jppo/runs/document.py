@@ -25,9 +25,10 @@ from jppo.errors import UserError, brief
 from jppo.runs import keys as K
 from jppo.runs.config_file import number_text
 
-# Trainer keys ML-Agents' unstructured TrainerSettings does not hold (release 20 additions,
-# a deprecated key): the default settings are not completed with them.
-_NOT_COMPLETED = ("framework", "even_checkpoints", "shared_critic", "deterministic")
+# Trainer keys ML-Agents' unstructured TrainerSettings does not hold (release 20 additions):
+# the default settings are not completed with them. Nor with keys jppo does not honour: their
+# defaults stay implicit, as they are when a behavior leaves them out (no warning line).
+_NOT_COMPLETED = ("even_checkpoints",)
 # Sections ML-Agents always holds (the others default to null: memory, self_play, ...).
 _ALWAYS = ("hyperparameters", "network_settings", "reward_signals", "extrinsic")
 
@@ -100,8 +101,10 @@ def _where(path: list[str]) -> str:
     return ".".join(path) or "the top level"
 
 
-def _walk(node: dict, path: list[str], out: Checked, record: bool):
-    """Check the section ``node`` at ``path``; ``record``: collect values and warnings."""
+def _walk(node: dict, path: list[str], out: Checked, record: bool, types_only: bool = False):
+    """Check the section ``node`` at ``path``; ``record``: collect values and warnings;
+    ``types_only``: check keys and types only (inside a section about to be refused, so a
+    mistake in it is named first)."""
     allowed = K.children(K.pattern(path))
     for name, value in node.items():
         here = path + [str(name)]
@@ -111,10 +114,10 @@ def _walk(node: dict, path: list[str], out: Checked, record: bool):
                             f"{', '.join(sorted(allowed))}.")
         if value is None:
             continue
-        label = _label(here, key)
-        value = typed(value, key.kind, label)
-        if key.kind == "section" and key.cls != K.NOT_IMPLEMENTED:
-            _walk(value, here, out, record)
+        value = typed(value, key.kind, _label(here, key))
+        if key.kind == "section":
+            _walk(value, here, out, record, types_only or key.cls == K.NOT_IMPLEMENTED)
+        if types_only:
             continue
         if key.cls == K.NOT_IMPLEMENTED:
             if any(_same(value, v) for v in key.inert):
@@ -125,6 +128,8 @@ def _walk(node: dict, path: list[str], out: Checked, record: bool):
                 continue
             raise UserError(f"{'.'.join(here)} = {brief(value)} is not implemented by jppo: "
                             f"{key.note}.")
+        if key.kind == "section":
+            continue
         if key.cls == K.HARMLESS:
             if record and not _same(value, key.default):
                 out.harmless.append(f"{'.'.join(here)} = {_shown(value)}")
@@ -153,6 +158,7 @@ def _refuse_samplers(parameters: dict):
             for word in ("curriculum", "sampler_type", "sampler_parameters"):
                 if word in value:
                     key = K.TABLE[f"environment_parameters.{K.PARAMETER}.{word}"]
+                    typed(value[word], key.kind, f"environment_parameters.{name}.{word}")
                     raise UserError(f"environment_parameters.{name}.{word} = "
                                     f"{brief(value[word])} is not implemented by jppo: "
                                     f"{key.note}.")
@@ -170,8 +176,9 @@ def _completed(given: dict, prefix: str) -> dict:
                 value = (_signals(value, f"{prefix}.{name}") if name == "reward_signals"
                          else _completed(value, f"{prefix}.{name}"))
             out[name] = value
-        elif name in _NOT_COMPLETED or (key.kind == "section" and name not in _ALWAYS):
-            continue
+        elif (name in _NOT_COMPLETED or key.cls != K.HONOURED
+              or (key.kind == "section" and name not in _ALWAYS)):
+            continue  # left implicit, as if the behavior had left it out
         elif name == "reward_signals":
             out[name] = {"extrinsic": _completed({}, f"{prefix}.{name}.extrinsic")}
         elif key.kind == "section":

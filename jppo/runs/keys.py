@@ -85,9 +85,8 @@ def _network(prefix: str, cls_of_all: Optional[str] = None) -> list[Key]:
         k("deterministic", "bool", False, NOT_IMPLEMENTED,
           "jppo samples actions while training; set it to false or null", inert=(False,)),
     ]
-    if not cls_of_all:
-        keys += [Key(f"{prefix}.memory.sequence_length", "int", 64, NOT_IMPLEMENTED, memory),
-                 Key(f"{prefix}.memory.memory_size", "int", 128, NOT_IMPLEMENTED, memory)]
+    keys += [k("memory.sequence_length", "int", 64, NOT_IMPLEMENTED, memory),
+             k("memory.memory_size", "int", 128, NOT_IMPLEMENTED, memory)]
     return keys
 
 
