@@ -60,10 +60,9 @@ class Key:
         return self.path.rsplit(".", 1)[-1]
 
 
-def _network(prefix: str, cls_of_all: Optional[str] = None) -> list[Key]:
-    """NetworkSettings' keys under ``prefix``; every key in ``cls_of_all`` if given (a reward
-    signal's network, which ML-Agents' extrinsic signal does not use either)."""
-    unused = "ML-Agents' extrinsic reward signal does not use a network either"
+def _network(prefix: str, cls_of_all: Optional[str] = None, unused: str = "") -> list[Key]:
+    """NetworkSettings' keys under ``prefix``; every key in ``cls_of_all`` with the note
+    ``unused`` if given (a reward signal's network)."""
 
     def k(name, kind, default, cls, note="", target="", inert=()):
         if cls_of_all:
@@ -97,7 +96,7 @@ def _signal(prefix: str, signal: str, extra: list[tuple]) -> list[Key]:
     for name, kind, default in [("gamma", "float", 0.99), ("strength", "float", 1.0),
                                 ("network_settings", "section", None), *extra]:
         keys.append(Key(f"{prefix}.{signal}.{name}", kind, default, NOT_IMPLEMENTED, note))
-    return keys
+    return keys + _network(f"{prefix}.{signal}.network_settings", NOT_IMPLEMENTED, note)
 
 
 def _trainer(prefix: str) -> list[Key]:
@@ -138,7 +137,8 @@ def _trainer(prefix: str) -> list[Key]:
         Key(f"{signals}.extrinsic.strength", "float", 1.0, HONOURED, target="ppo.strength"),
         Key(f"{signals}.extrinsic.network_settings", "section", None, HARMLESS,
             "ML-Agents' extrinsic reward signal does not use a network either"),
-        *_network(f"{signals}.extrinsic.network_settings", HARMLESS),
+        *_network(f"{signals}.extrinsic.network_settings", HARMLESS,
+                  "ML-Agents' extrinsic reward signal does not use a network either"),
         *_signal(signals, "gail", [*rate, ("use_actions", "bool", False),
                                    ("use_vail", "bool", False), ("demo_path", "str", None)]),
         *_signal(signals, "curiosity", rate),
