@@ -82,16 +82,18 @@ def test_refused_files_name_what_jppo_does_not_do(name):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name, env", [("3DBall.yaml", "3DBall"), ("3DBallHard.yaml", "3DBallHard"),
-                                       ("Basic.yaml", "Basic"), ("GridWorld.yaml", "GridWorld")])
+# Two of the four, to keep the suite short (a compile each, about a minute on 2 cores): 3DBall
+# and GridWorld train on the same ports and code path (their values are checked above, and
+# configs/3DBall.yaml holds 3DBall's unchanged).
+@pytest.mark.parametrize("name, env", [("3DBallHard.yaml", "3DBallHard"), ("Basic.yaml", "Basic")])
 def test_port_trains_a_few_thousand_steps(tmp_path, name, env):
-    # The file as it is, with the run shortened on the command line: an update needs a whole
-    # buffer (12000 steps for 3DBall), so max_steps is set to two buffers.
+    # The file as it is, with the run shortened on the command line to one update (a whole
+    # buffer: 12000 steps for 3DBall, 256 for Basic).
     config = tmp_path / name
     config.write_text(yaml.safe_dump(EXAMPLES[name]["config"]))
     buffer = EXAMPLES[name]["config"]["behaviors"][next(iter(EXAMPLES[name]["config"]["behaviors"]))][
         "hyperparameters"]["buffer_size"]
     assert main([str(config), "--env", env, "--results-dir", str(tmp_path / "r"), "--quiet",
-                 "--no-export", "--set", f"max_steps={2 * buffer}"]) == 0
+                 "--no-export", "--set", f"max_steps={buffer}"]) == 0
     rows = (tmp_path / "r" / "ppo" / "progress.csv").read_text().splitlines()
-    assert len(rows) >= 2 and int(rows[-1].split(",")[0]) >= 2 * buffer
+    assert len(rows) >= 2 and int(rows[-1].split(",")[0]) >= buffer

@@ -232,6 +232,7 @@ def test_what_issue_14_found_dropped_is_now_refused(path, value, message):
     assert str(err.value).startswith(message)
 
 
+@pytest.mark.slow
 def test_jppo_configuration_fed_back_reproduces_the_run(tmp_path):
     config = tmp_path / "tiny.yaml"
     config.write_text(yaml.safe_dump(tiny_cartpole(768)))
