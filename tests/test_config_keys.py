@@ -254,3 +254,16 @@ def test_jppo_configuration_fed_back_reproduces_the_run(tmp_path):
         return [[v for i, v in enumerate(line.split(",")) if i not in timing] for line in lines]
 
     assert rows("again") == rows("first") and len(rows("first")) == 4
+
+
+def test_the_cli_prints_the_warning_once_on_stderr(tmp_path, capsys):
+    data = tiny_cartpole(256, threaded=True)
+    data["debug"] = True
+    config = tmp_path / "c.yaml"
+    config.write_text(yaml.safe_dump(data))
+    # --resume of a run that does not exist: refused after the config is read, nothing trains
+    assert main([str(config), "--results-dir", str(tmp_path / "r"), "--resume", "--quiet"]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert err[0] == ("jppo: warning: accepted without effect: behaviors.CartPole.threaded = true, "
+                      "debug = true (no effect here); the README's configuration table says why.")
+    assert len(err) == 2 and err[1].startswith("jppo: error: --resume: run 'ppo' does not exist")
