@@ -91,8 +91,8 @@ def test_port_trains_a_few_thousand_steps(tmp_path, name, env):
     # buffer: 12000 steps for 3DBall, 256 for Basic).
     config = tmp_path / name
     config.write_text(yaml.safe_dump(EXAMPLES[name]["config"]))
-    buffer = EXAMPLES[name]["config"]["behaviors"][next(iter(EXAMPLES[name]["config"]["behaviors"]))][
-        "hyperparameters"]["buffer_size"]
+    (behavior,) = EXAMPLES[name]["config"]["behaviors"].values()
+    buffer = behavior["hyperparameters"]["buffer_size"]
     assert main([str(config), "--env", env, "--results-dir", str(tmp_path / "r"), "--quiet",
                  "--no-export", "--set", f"max_steps={buffer}"]) == 0
     rows = (tmp_path / "r" / "ppo" / "progress.csv").read_text().splitlines()

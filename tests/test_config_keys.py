@@ -27,7 +27,7 @@ def doc_with(path: str, value) -> dict:
     *parents, leaf = concrete(path)
     node = data
     for name in parents:
-        node = node.setdefault(name, {}) if node.get(name) is not None else node.setdefault(name, {})
+        node = node.setdefault(name, {})
     node[leaf] = value
     return data
 
@@ -182,7 +182,8 @@ def test_default_settings_merge_as_ml_agents_merges_them():
                                                     "learning_rate_schedule": "linear"},
                                 "reward_signals": {"extrinsic": {"strength": 0.5}}}}}
     p = parse(data).ppo
-    assert (p.batch_size, p.buffer_size, p.max_steps, p.gamma, p.strength) == (32, 256, 1000, 0.9, 0.5)
+    assert (p.batch_size, p.buffer_size, p.max_steps, p.gamma, p.strength) == (
+        32, 256, 1000, 0.9, 0.5)
     # ML-Agents completes default_settings first (beta/epsilon schedules follow *its*
     # learning_rate_schedule), then lays the behavior over it: the behavior's linear rate does
     # not carry to beta and epsilon.
@@ -249,7 +250,8 @@ def test_jppo_configuration_fed_back_reproduces_the_run(tmp_path):
     def rows(run):
         lines = (tmp_path / "results" / run / "progress.csv").read_text().splitlines()
         timed = lines[0].split(",").index("wall_time_s")
-        timing = {i for i, name in enumerate(lines[0].split(",")) if "time" in name or "per_s" in name}
+        timing = {i for i, name in enumerate(lines[0].split(","))
+                  if "time" in name or "per_s" in name}
         assert timed in timing
         return [[v for i, v in enumerate(line.split(",")) if i not in timing] for line in lines]
 

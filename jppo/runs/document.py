@@ -92,7 +92,8 @@ def typed(value, kind: str, name: str):
 def _label(path: list[str], key: K.Key) -> str:
     """How a sentence names the key: the bare name for an honoured trainer key (it is the
     PPOConfig field the later checks name), else the dotted path."""
-    if key.cls == K.HONOURED and path[0] in ("behaviors", "default_settings") and key.kind != "section":
+    trainer = path[0] in ("behaviors", "default_settings")
+    if key.cls == K.HONOURED and trainer and key.kind != "section":
         return path[-1]
     return ".".join(path)
 
@@ -124,7 +125,7 @@ def _walk(node: dict, path: list[str], out: Checked, record: bool, types_only: b
                 continue
             if key.kind != "section" and _same(value, key.default):
                 if record:
-                    out.defaults.append(f"{'.'.join(here)} = {_shown(value)}")
+                    out.defaults.append(f"{'.'.join(here)} = {K.shown(value)}")
                 continue
             raise UserError(f"{'.'.join(here)} = {brief(value)} is not implemented by jppo: "
                             f"{key.note}.")
@@ -132,7 +133,7 @@ def _walk(node: dict, path: list[str], out: Checked, record: bool, types_only: b
             continue
         if key.cls == K.HARMLESS:
             if record and not _same(value, key.default):
-                out.harmless.append(f"{'.'.join(here)} = {_shown(value)}")
+                out.harmless.append(f"{'.'.join(here)} = {K.shown(value)}")
             continue
         if key.path == "environment_parameters":
             _refuse_samplers(value)
@@ -144,10 +145,6 @@ def _walk(node: dict, path: list[str], out: Checked, record: bool, types_only: b
 def _same(value, default) -> bool:
     """Equal, with true never the same as 1."""
     return value == default and isinstance(value, bool) == isinstance(default, bool)
-
-
-def _shown(value) -> str:
-    return "null" if value is None else str(value).lower() if isinstance(value, bool) else str(value)
 
 
 def _refuse_samplers(parameters: dict):

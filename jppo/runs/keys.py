@@ -4,7 +4,7 @@ The schema is release 19's (mlagents 0.28.0, ``mlagents/trainers/settings.py``: 
 ``TrainerSettings``, ``PPOSettings``, ``NetworkSettings`` with ``MemorySettings``, the reward
 signals' settings, ``SelfPlaySettings``, ``BehavioralCloningSettings``, ``EnvironmentSettings``,
 ``EngineSettings``, ``CheckpointSettings``, ``TorchSettings``), with the defaults of its
-command-line parser (``cli_utils.py``), plus the few later keys jppo already read
+command-line parser (``cli_utils.py``), plus the few keys of later releases jppo already read
 (``even_checkpoints``, ``env_settings.timeout_wait``, ``hyperparameters.shared_critic``) and
 jppo's own ``jppo:`` section. Each key is in exactly one class:
 
@@ -127,8 +127,8 @@ def _trainer(prefix: str) -> list[Key]:
         Key(f"{h}.epsilon_schedule", sched, "linear", HONOURED, "unset: learning_rate_schedule's",
             target="ppo.epsilon_schedule"),
         Key(f"{h}.shared_critic", "bool", False, NOT_IMPLEMENTED,
-            "(ML-Agents release 20) a critic sharing the actor's body is not implemented; set it "
-            "to false or null", inert=(False,)),
+            "(a key of ML-Agents releases after 19) a critic sharing the actor's body is not "
+            "implemented; set it to false or null", inert=(False,)),
         Key(f"{prefix}.network_settings", "section", None, HONOURED),
         *_network(f"{prefix}.network_settings"),
         Key(signals, "section", None, HONOURED),
@@ -142,13 +142,15 @@ def _trainer(prefix: str) -> list[Key]:
         *_signal(signals, "gail", [*rate, ("use_actions", "bool", False),
                                    ("use_vail", "bool", False), ("demo_path", "str", None)]),
         *_signal(signals, "curiosity", rate),
-        *_signal(signals, "rnd", [("learning_rate", "float", 1e-4), ("encoding_size", "int", None)]),
+        *_signal(signals, "rnd", [("learning_rate", "float", 1e-4),
+                                  ("encoding_size", "int", None)]),
         Key(f"{prefix}.init_path", "str", None, NOT_IMPLEMENTED,
             "starting from another run's parameters is not implemented yet; remove it or set it "
             "to null"),
         Key(f"{prefix}.keep_checkpoints", "int", 5, HONOURED, target="run.keep_checkpoints"),
         Key(f"{prefix}.even_checkpoints", "bool", False, HONOURED,
-            "(ML-Agents release 20) true: checkpoint_interval = max_steps / keep_checkpoints",
+            "(a key of ML-Agents releases after 19) true: checkpoint_interval = max_steps / "
+            "keep_checkpoints",
             target="run.even_checkpoints"),
         Key(f"{prefix}.checkpoint_interval", "int", 500_000, HONOURED,
             target="run.checkpoint_interval"),
@@ -202,7 +204,8 @@ KEYS: tuple[Key, ...] = (
     Key("env_settings.restarts_rate_limit_n", "int", 1, NOT_IMPLEMENTED, _RESTARTS),
     Key("env_settings.restarts_rate_limit_period_s", "int", 60, NOT_IMPLEMENTED, _RESTARTS),
     Key("env_settings.timeout_wait", "float", 60.0, HONOURED,
-        "(ML-Agents release 20) seconds to wait for a Unity build", target="run.timeout_wait"),
+        "(a key of ML-Agents releases after 19) seconds to wait for a Unity build",
+        target="run.timeout_wait"),
     Key("engine_settings", "section", None, HONOURED),
     Key("engine_settings.width", "int", 84, HARMLESS,
         "the render window's size; jppo sends Unity ML-Agents' 84"),
@@ -294,11 +297,15 @@ def pattern(path: list[str]) -> str:
     return ".".join(out)
 
 
+def shown(value) -> str:
+    """A value as YAML spells it: null, true, 0.0003."""
+    if value is None:
+        return "null"
+    return str(value).lower() if isinstance(value, bool) else str(value)
+
+
 def markdown() -> str:
     """The table as the README shows it (the trainer keys once, under ``<behavior>``)."""
-    def shown(value):
-        return "null" if value is None else str(value).lower() if isinstance(value, bool) else str(value)
-
     rows = ["| key | type | ML-Agents' default | class | jppo |", "| --- | --- | --- | --- | --- |"]
     for key in KEYS:
         if key.path.startswith("default_settings."):
@@ -312,4 +319,4 @@ def markdown() -> str:
 
 
 __all__ = ["BEHAVIOR", "HARMLESS", "HONOURED", "KEYS", "Key", "NOT_IMPLEMENTED", "PARAMETER",
-           "TABLE", "children", "markdown", "pattern"]
+           "TABLE", "children", "markdown", "pattern", "shown"]
