@@ -4,6 +4,8 @@
     python -m jppo.train configs/CartPole.yaml --run-id cp --num-seeds 4
     python -m jppo.train my_mlagents_config.yaml --env 3DBall --set learning_rate=1e-3
     python -m jppo.train configs/3DBall.yaml --run-id ball --resume
+    python -m jppo.train configs/3DBall.yaml --run-id tuned --initialize-from ball
+    python -m jppo.train configs/3DBall.yaml --run-id ball --resume --inference
     python -m jppo.train configs/3DBall.yaml --devices all          # every local GPU / TPU core
     python -m jppo.train configs/CartPole.yaml --sweep learning_rate=1e-4,3e-4,1e-3 --num-seeds 4
 
@@ -28,7 +30,7 @@ from jppo.core.config import ConfigWarning  # noqa: E402
 from jppo.errors import RunFault, UserError  # noqa: E402
 from jppo.host_loop.connect import is_host_env  # noqa: E402
 from jppo.host_loop.gym_env import PREFIX as GYMNASIUM  # noqa: E402
-from jppo.runs import sweep as sweeps  # noqa: E402
+from jppo.runs import initialize, sweep as sweeps  # noqa: E402
 from jppo.runs.launch import Launch  # noqa: E402
 from jppo.runs.settings import DEFAULT_CONFIG, apply_overrides, load, validate_run  # noqa: E402
 
@@ -47,6 +49,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--results-dir", help="where run folders go (default: results)")
     p.add_argument("--resume", action="store_true", help="continue the run from its last checkpoint")
     p.add_argument("--force", action="store_true", help="overwrite an existing run folder")
+    p.add_argument("--initialize-from", metavar="RUN_ID",
+                   help="start from run RUN_ID's policy (parameters, normalizer, Adam moments) "
+                   "under --results-dir, with the step count and schedules at 0, as "
+                   "mlagents-learn --initialize-from")
+    p.add_argument("--inference", action="store_true",
+                   help="run the trained policy (of --resume's run, or --initialize-from's) "
+                   "without training, reporting episode rewards, until max_steps or Ctrl-C; "
+                   "writes nothing")
     p.add_argument("--seed", type=int, help="random seed (seeds seed..seed+N-1 with --num-seeds N)")
     p.add_argument("--num-envs", type=int, help="parallel environments: JAX copies (one agent each), "
                    "or Unity worker processes")
@@ -105,6 +115,10 @@ def resolve(args) -> Launch:
     }.items() if v is not None}
     if args.no_graphics:
         changes["no_graphics"] = True
+    if args.initialize_from is not None:
+        changes["initialize_from"] = args.initialize_from
+    if args.inference:
+        changes["inference"] = True
     if args.no_export:
         changes["export_onnx"] = False
     if args.bind is not None:
@@ -130,6 +144,10 @@ def resolve(args) -> Launch:
     if not host and args.split_minibatches:
         raise UserError("--split-minibatches is for Unity and Gymnasium environments; the JAX "
                         "environments always split their minibatches across --devices.")
+    initialize.check_choices(settings, args.resume, args.force, args.initialize_from is not None)
+    if settings.inference and (args.sweep or args.devices or args.coordinator or args.distributed):
+        raise UserError("--inference runs one policy in one process; leave out --sweep, "
+                        "--devices and the multi-process flags.")
     sweep = sweeps.parse(args.sweep, settings.ppo)
     if sweep:
         overridden = {item.partition("=")[0].strip() for item in args.overrides}

@@ -216,8 +216,10 @@ def test_a_harmless_key_is_named_in_one_warning_line(recwarn):
     ("B.network_settings.vis_encode_type", "bogus", "behaviors.B.network_settings.vis_encode_type"
                                                    " = 'bogus' is not allowed; "),
     ("B.network_settings.memory", {"memory_size": 128}, "behaviors.B.network_settings.memory = "),
-    ("B.init_path", "results/old", "behaviors.B.init_path = 'results/old' is not implemented"),
-    ("checkpoint_settings.inference", True, "checkpoint_settings.inference = True is not impl"),
+    ("B.self_play", {"window": 10}, "behaviors.B.self_play = {'window': 10} is not implemented"),
+    ("checkpoint_settings.resume", True, "checkpoint_settings.resume = True is not implemented"
+                                         " by jppo: jppo reads it from the command line only; "
+                                         "remove it and pass --resume"),
     ("env_settings.env_args", ["-x"], "env_settings.env_args = ['-x'] is not implemented"),
     ("engine_settings.capture_frame_rate", 30, "engine_settings.capture_frame_rate = 30 is not"),
 ])

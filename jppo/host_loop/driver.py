@@ -53,7 +53,7 @@ from jppo.host_loop.acting import Acting
 from jppo.host_loop.faults import Interrupted, Stop
 from jppo.host_loop.trajectories import TrajectoryAssembler, UpdateBuffer, per_sensor
 from jppo.host_loop.vec_env import Actions, EnvFault, VecEnv
-from jppo.runs import checkpoint, folder as run_folder, report, session
+from jppo.runs import checkpoint, folder as run_folder, initialize, report, session
 from jppo.runs.checkpoint import finite
 from jppo.runs.folder import write_configuration
 from jppo.runs.launch import Launch
@@ -129,9 +129,10 @@ class HostRun:
         self.main = distributed.is_main()
         self.processes = jax.process_count()
         self.local_workers = workers // self.processes
-        self.folder = session.open_folder(launch)
+        self.inference = self.settings.inference  # run the policy, learn and write nothing
+        self.folder = None if self.inference else session.open_folder(launch)
         saved = (checkpoint.read(self.folder.resume_from)[0]
-                 if self.main and self.folder.resume_from else None)
+                 if self.main and self.folder and self.folder.resume_from else None)
         self.display = ProgressDisplay(self.settings.behavior, self.config.max_steps,
                                        int(saved["steps"]) if saved else 0,
                                        quiet=launch.quiet or not self.main)
@@ -175,7 +176,7 @@ class HostRun:
                                  f"(or start the player) within {settings.timeout_wait:g} s")
         # A build writes its Player-<worker>.log there, as under mlagents-learn; processes
         # other than 0 write theirs under their own results/<run-id>.
-        logs = None if env == connect.EDITOR else (
+        logs = None if env == connect.EDITOR or self.inference else (
             (self.folder.path if self.folder else run_folder.path_of(settings)) / "run_logs")
         try:
             self.vec = connect.make_vec_env(settings, env, self.local_workers,
@@ -205,6 +206,12 @@ class HostRun:
         # Jitted: eager initialization compiles each of its small operations separately.
         train_state = jax.jit(lambda key: init_train_state(key, config, size, spec))(
             jax.random.PRNGKey(settings.seed))
+        start_path = initialize.source(settings, self.launch.resume)
+        if start_path is not None:  # checked before the run folder is written
+            start = initialize.read(start_path)
+            initialize.check_shapes(start, settings.behavior, size, spec)
+            train_state = initialize.start_train_state(start, train_state, config, None)
+            self.display.message(initialize.describe(start, self.inference))
         state, resumed = session.restore(
             self.folder, HostState(train_state, np.zeros((), np.int64), np.zeros((), np.int64)),
             lambda saved: session.check_host_resume(saved, name, size, spec,
@@ -214,7 +221,7 @@ class HostRun:
         self.state = distributed.place_replicated(self.layout.mesh, state.train)
         self.steps, self.updates = int(state.steps), int(state.updates)
         self.start_step = self.steps
-        if self.main:
+        if self.main and not self.inference:
             extra = {"env": env, "driver": session.HOST_DRIVER, "num_envs": self.workers,
                      "behavior_name": name, "observation_size": observations.to_meta(size),
                      "action_spec": spec.to_meta()}
@@ -233,6 +240,8 @@ class HostRun:
         config, (_, size, spec) = self.config, self.behavior
         self.acting = Acting(config, spec, size, self.settings.seed, self.steps)
         self.acting.use(self.state.params, self.state.normalizer)
+        if self.inference:
+            return
         update = sharded_update.make_update(self.layout, config, spec,
                                             config.total_adam_steps(config.buffer_size),
                                             self.launch.split_minibatches)
@@ -256,7 +265,7 @@ class HostRun:
         self.buffer = UpdateBuffer(self.layout.segment)
         self.log = (RunLog(self.folder.path, settings.behavior, 1,
                            self.start_step if self.folder.resume_from else None)
-                    if self.main else None)
+                    if self.main and not self.inference else None)
         summaries = session.Cadence(settings.summary_freq, self.steps)
         saves = session.Cadence(settings.checkpoint_interval, self.steps)
         started = last_shown = self._elapsed0 = time.perf_counter()
@@ -294,7 +303,7 @@ class HostRun:
                     trajectories, episodes, experiences = assembler.observe(w, steps_of[w])
                     if len(ids[w]):
                         assembler.act(w, ids[w], actions[rows[w]], log_probs[rows[w]])
-                    for t in trajectories:
+                    for t in trajectories if not self.inference else ():
                         self.buffer.add(t)
                     (self.period.sums if self.processes == 1 else self.unsent).add(episodes)
                     self.local_steps += experiences
@@ -319,7 +328,7 @@ class HostRun:
                     rate = (self.steps - self.start_step) / max(now - started, 1e-9)
                     self.display.update(self.steps, rate, self._last_reward())
                     last_shown = now
-                if saves.due(self.steps) or self.complete or stop:
+                if (saves.due(self.steps) or self.complete or stop) and not self.inference:
                     self._save()
                     saves.mark(self.steps)
                 if self.complete or stop:
@@ -394,9 +403,10 @@ class HostRun:
         row = self.period.row(self.steps, now, self._last_metrics)
         self.period = _Period(now, self.steps)
         self.history.append([row])
-        if self.main:
+        if self.log is not None:
             self._write(self.log.write, self.steps, now - self._elapsed0, [row])
-        self.display.log(self.steps, now - self._elapsed0, row["cumulative_reward"], row["reward_std"])
+        self.display.log(self.steps, now - self._elapsed0, row["cumulative_reward"], row["reward_std"],
+                         training=not self.inference)
 
     def _last_reward(self) -> float:
         for rows in reversed(self.history):
@@ -459,7 +469,9 @@ class HostRun:
     def _note_interrupted(self, by: int | None) -> None:
         what = "interrupted" if by is not None else self._what
         progressed = self.steps > max(self.saved_at, self.start_step)
-        if progressed and finite(distributed.local_replica(self.state)):
+        if self.inference:
+            note = "inference writes nothing."
+        elif progressed and finite(distributed.local_replica(self.state)):
             self._save()
             note = "checkpoint saved. Continue with --resume."
         elif self.saved_at >= 0:
@@ -472,6 +484,8 @@ class HostRun:
     def _stop_note(self, cause: str, diverged: bool) -> str:
         """The stop's sentence; saves a checkpoint first where the run progressed since the
         last and the train state is consistent."""
+        if self.inference:
+            return f"{cause}; inference stopped at step {self.steps}, nothing written."
         saved_now = (not diverged and self.steps > max(self.saved_at, self.start_step)
                      and finite(distributed.local_replica(self.state)))
         if saved_now:
@@ -498,6 +512,8 @@ class HostRun:
         outcome = report.Outcome(self.launch.env, self.workers, self.history, self.steps,
                                  self.steps - self.start_step, self.compile_s, self.train_s,
                                  self.complete, extra)
+        if self.inference:
+            return report.finish_inference(self.settings, outcome, self.display)
         return self._write(report.finish, self.settings, self.folder, outcome, self.display)
 
 

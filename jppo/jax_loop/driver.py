@@ -26,7 +26,7 @@ from jppo.errors import RunFault, UserError
 from jppo.jax_loop import sharding
 from jppo.jax_loop.setup import make_env, num_envs_for
 from jppo.jax_loop.trainer import Trainer
-from jppo.runs import checkpoint, report, session
+from jppo.runs import checkpoint, initialize, report, session
 from jppo.runs.folder import write_configuration
 from jppo.runs.launch import Launch
 from jppo.runs.progress import ProgressDisplay
@@ -40,7 +40,8 @@ def period_row(metrics: dict, seed: int, steps_per_second: float) -> dict:
     pick = lambda name: np.asarray(metrics[name][seed])[active]
     return summary_row(float(pick("episodes").sum()), pick("return_sum").sum(),
                        pick("return_sq_sum").sum(), pick("length_sum").sum(),
-                       {name: pick(name) for name in PERIOD_MEANS + PERIOD_LAST}, steps_per_second)
+                       {name: pick(name) for name in PERIOD_MEANS + PERIOD_LAST if name in metrics},
+                       steps_per_second)
 
 
 def run(launch: Launch, mesh=None, environment=None) -> dict:
@@ -114,6 +115,7 @@ class JaxRun:
         self.environment = environment
         self.sweep = launch.sweep
         self.main = distributed.is_main()
+        self.inference = launch.settings.inference  # run the policy, learn and write nothing
         self.folder = None
         self.log = None
 
@@ -138,7 +140,6 @@ class JaxRun:
                             f"({self.total:,} updates of {self.spu} steps), more than the "
                             f"optimizer's int32 step counter holds ({INT32_MAX:,}); lower max_steps "
                             "or raise batch_size.")
-        self.folder = session.open_folder(self.launch)
         self.chunk_length = max(1, min(settings.summary_freq // self.spu, self.total))
         self.members = sweep.members(settings.seed, settings.num_seeds) if sweep else None
         if self.members is None:
@@ -148,6 +149,15 @@ class JaxRun:
             kl = ([m.values["kl_coef"] for m in self.members] if "kl_coef" in sweep.names else None)
             states = trainer.init_members([m.seed for m in self.members], kl_coef=kl)
             self.count = len(self.members)
+        self.start_from = None  # the other run's policy this one starts from (--initialize-from)
+        start_path = initialize.source(settings, self.launch.resume)
+        if start_path is not None:
+            self.start_from = initialize.read(start_path)
+            initialize.check_shapes(self.start_from, settings.behavior, trainer.observation_size,
+                                    trainer.action_spec)
+            states = states.replace(train=initialize.start_train_state(
+                self.start_from, states.train, settings.ppo, self.count))
+        self.folder = None if self.inference else session.open_folder(self.launch)
         self.meta = {**checkpoint.policy_meta(settings.ppo, trainer.action_spec,
                                               trainer.observation_size, settings.behavior),
                      "env": env_name, "num_envs": self.num_envs, "num_seeds": settings.num_seeds,
@@ -162,13 +172,14 @@ class JaxRun:
         self.start_step = self.done * self.spu
         if single:
             interrupts.check()
-        if self.main:
+        if self.main and not self.inference:
             self._write_configuration()
         self.values = ()
         if sweep:
             self.values = (distributed.place_replicated(mesh, sweep.member_arrays(self.members)),)
         t0 = time.perf_counter()
-        self.program = trainer.chunk(self.chunk_length, sweep.names if sweep else ()).lower(
+        self.program = trainer.chunk(self.chunk_length, sweep.names if sweep else (),
+                                     learn=not self.inference).lower(
             self.states, jnp.int32(self.chunk_length), *self.values).compile()
         self.compile_s = time.perf_counter() - t0
 
@@ -186,7 +197,7 @@ class JaxRun:
 
     def _open_log(self):
         resume_step = self.start_step if self.resuming else None
-        if not self.main:
+        if not self.main or self.inference:
             return _NoLog()
         if self.sweep:
             return _MemberLogs([member_dir(self.folder.path, m) for m in self.members],
@@ -210,6 +221,8 @@ class JaxRun:
         where = "" if self.mesh is None else (
             f"; environments split over {distributed.device_count(self.mesh)} devices"
             + (f" of {jax.process_count()} processes" if jax.process_count() > 1 else ""))
+        if self.start_from is not None and not self.resuming:
+            display.message(initialize.describe(self.start_from, self.inference))
         display.message(f"compiled {what} x {self.num_envs} {self.launch.env} environment(s) in "
                         f"{self.compile_s:.1f} s; {spu} steps per update, {chunk} update(s) per "
                         "summary" + where)
@@ -236,9 +249,9 @@ class JaxRun:
                                    if not all(map(math.isnan, rewards)) else math.nan)
                     display.update(step, active * spu / dt, mean_reward)
                     display.log(step, time.perf_counter() - elapsed0, mean_reward,
-                                per_seed[0]["reward_std"])
+                                per_seed[0]["reward_std"], training=not self.inference)
                     stop = stop_after is not None and step - self.start_step >= stop_after
-                    if saves.due(step) or self.done == total or stop:
+                    if (saves.due(step) or self.done == total or stop) and not self.inference:
                         self._save(step)
                         saves.mark(step)
                     if stop:
@@ -261,7 +274,9 @@ class JaxRun:
         stop.noted = True
         step = self.done * self.spu
         what = getattr(stop, "what", "interrupted")
-        if jax.process_count() > 1 and not getattr(stop, "everywhere", False):
+        if self.inference:
+            self.display.message(f"{what} at step {step}; inference writes nothing.")
+        elif jax.process_count() > 1 and not getattr(stop, "everywhere", False):
             # Only this process stopped: the others cannot join a gather now.
             self.display.message(f"{what} at step {step}; continue with --resume from the last "
                                  f"checkpoint (step {max(self.saved_at, 0)}).")
@@ -322,6 +337,8 @@ class JaxRun:
         outcome = report.Outcome(self.launch.env, self.num_envs, self.history, self.done * self.spu,
                                  (self.done - self.first) * self.spu, self.compile_s, self.train_s,
                                  complete, extra)
+        if self.inference:
+            return report.finish_inference(self.settings, outcome, self.display)
         if self.sweep:
             return report.finish_sweep(self.settings, self.folder, outcome, self.display,
                                        self.sweep, self.members)

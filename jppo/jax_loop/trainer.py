@@ -90,11 +90,13 @@ class Trainer:
         return LoopState(train, init_runner(self.env, self.env_params, self.num_envs, env_key),
                          jnp.zeros((), jnp.int32))
 
-    def iteration(self, config: PPOConfig | None = None):
+    def iteration(self, config: PPOConfig | None = None, learn: bool = True):
         """``(loop_state) -> (loop_state, metrics)``: one rollout then one update (not jitted).
 
         ``config`` (default: the trainer's) may hold traced ``SWEEPABLE`` floats: a sweep
-        passes each member's values as arguments of the compiled program."""
+        passes each member's values as arguments of the compiled program. ``learn=False``
+        (``--inference``): the rollout only, the train state left as it is (the normalizer
+        too, as ML-Agents' inference leaves it), metrics the episodes' only."""
         config = self.config if config is None else config
         policy = make_policy(config, self.action_spec)
         collect = make_collect(self.env, self.env_params, policy, self.num_steps,
@@ -108,13 +110,15 @@ class Trainer:
 
         def run_once(state: LoopState):
             runner, rollout, stats = collect(state.train.params, state.train.normalizer, state.runner)
+            if not learn:
+                return LoopState(state.train, runner, state.updates + 1), dict(stats._asdict())
             train, metrics = update(state.train, rollout)
             metrics.update(stats._asdict())
             return LoopState(train, runner, state.updates + 1), metrics
 
         return run_once
 
-    def chunk(self, length: int, sweep: tuple[str, ...] = ()):
+    def chunk(self, length: int, sweep: tuple[str, ...] = (), learn: bool = True):
         """A jitted ``(states, active) -> (states, metrics[length])`` for states with a leading
         seed axis: ``length`` iterations by ``lax.scan``, of which only the first ``active``
         (a traced int, shared by all seeds) run, so a short last chunk needs no recompile.
@@ -146,7 +150,7 @@ class Trainer:
         expand = lambda tree: jax.tree_util.tree_map(lambda x: x[None], tree)
 
         if not sweep:
-            run_once = self.iteration()
+            run_once = self.iteration(learn=learn)
 
             def run(states, active):
                 one_seed = scan_for(run_once, active)

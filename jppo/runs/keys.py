@@ -144,9 +144,9 @@ def _trainer(prefix: str) -> list[Key]:
         *_signal(signals, "curiosity", rate),
         *_signal(signals, "rnd", [("learning_rate", "float", 1e-4),
                                   ("encoding_size", "int", None)]),
-        Key(f"{prefix}.init_path", "str", None, NOT_IMPLEMENTED,
-            "starting from another run's parameters is not implemented yet; remove it or set it "
-            "to null"),
+        Key(f"{prefix}.init_path", "str", None, HONOURED,
+            "start from another run's policy: a run folder or a checkpoint file (a bare file "
+            "name is looked up in initialize_from's run)", target="run.init_path"),
         Key(f"{prefix}.keep_checkpoints", "int", 5, HONOURED, target="run.keep_checkpoints"),
         Key(f"{prefix}.even_checkpoints", "bool", False, HONOURED,
             "(a key of ML-Agents releases after 19) true: checkpoint_interval = max_steps / "
@@ -230,9 +230,9 @@ KEYS: tuple[Key, ...] = (
         "curricula are not implemented; give the parameter a constant number"),
     Key("checkpoint_settings", "section", None, HONOURED),
     Key("checkpoint_settings.run_id", "str", "ppo", HONOURED, target="run.run_id"),
-    Key("checkpoint_settings.initialize_from", "str", None, NOT_IMPLEMENTED,
-        "starting from another run's parameters is not implemented yet; remove it or set it to "
-        "null"),
+    Key("checkpoint_settings.initialize_from", "str", None, HONOURED,
+        "a run id under results_dir whose parameters and normalizer the run starts from "
+        "(--initialize-from)", target="run.initialize_from"),
     Key("checkpoint_settings.load_model", "bool", False, NOT_IMPLEMENTED,
         _FROM_CLI.format(flag="--resume"), inert=(False,)),
     Key("checkpoint_settings.resume", "bool", False, NOT_IMPLEMENTED,
@@ -241,9 +241,9 @@ KEYS: tuple[Key, ...] = (
         _FROM_CLI.format(flag="--force"), inert=(False,)),
     Key("checkpoint_settings.train_model", "bool", False, HARMLESS,
         "deprecated by ML-Agents (training is the default)"),
-    Key("checkpoint_settings.inference", "bool", False, NOT_IMPLEMENTED,
-        "running a policy without training is not implemented yet; remove it or set it to "
-        "false", inert=(False,)),
+    Key("checkpoint_settings.inference", "bool", False, HONOURED,
+        "run the trained policy without training, nothing written (--inference)",
+        target="run.inference"),
     Key("checkpoint_settings.results_dir", "str", "results", HONOURED, target="run.results_dir"),
     Key("torch_settings", "section", None, HARMLESS, "jppo has no torch"),
     Key("torch_settings.device", "str", None, HARMLESS,

@@ -39,12 +39,13 @@ class ProgressDisplay:
         self._progress.update(self._task, completed=step, rate=f"{steps_per_second:,.0f}",
                               reward=_fmt(mean_reward))
 
-    def log(self, step: int, elapsed: float, mean_reward: float, std_reward: float):
-        """The line ML-Agents prints every summary period."""
+    def log(self, step: int, elapsed: float, mean_reward: float, std_reward: float,
+            training: bool = True):
+        """The line ML-Agents prints every summary period ("Not Training." in inference)."""
         self._progress.console.print(
             f"[INFO] {self.behavior}. Step: {step}. Time Elapsed: {elapsed:.3f} s. "
-            f"Mean Reward: {_fmt(mean_reward)}. Std of Reward: {_fmt(std_reward)}. Training.",
-            highlight=False)
+            f"Mean Reward: {_fmt(mean_reward)}. Std of Reward: {_fmt(std_reward)}. "
+            f"{'Training.' if training else 'Not Training.'}", highlight=False)
 
     def message(self, text: str):
         self._progress.console.print(text, highlight=False)

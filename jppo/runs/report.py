@@ -92,6 +92,22 @@ def finish(settings: RunSettings, folder: RunFolder, outcome: Outcome,
     return info
 
 
+def finish_inference(settings: RunSettings, outcome: Outcome, display: ProgressDisplay) -> dict:
+    """The end of an ``--inference`` run: the table of rewards on the console, nothing
+    written; returns what a training run's run_info.json would hold of it."""
+    rows = seed_rows(outcome.history, settings.num_seeds, outcome.steps)
+    episodes = [sum(h[i]["episodes"] for h in outcome.history) for i in range(len(rows))]
+    for row, count in zip(rows, episodes):
+        row["episodes"] = count
+    summary_table(display.console, f"{settings.behavior} on {outcome.env}: inference "
+                  f"{'done' if outcome.complete else 'stopped'}", rows)
+    for i, row in enumerate(rows):  # over every episode of the run, not the last period's
+        periods = [h[i] for h in outcome.history if h[i]["episodes"]]
+        row["mean_reward"] = (sum(p["cumulative_reward"] * p["episodes"] for p in periods)
+                              / row["episodes"] if periods else math.nan)
+    return {**run_info(settings, outcome), "inference": True, "seeds": rows}
+
+
 def finish_sweep(settings: RunSettings, folder: RunFolder, outcome: Outcome,
                  display: ProgressDisplay, sweep: Sweep, members: list) -> dict:
     """A sweep's end: each member's curve and model in its folder, then the table over
@@ -155,5 +171,5 @@ def export_models(settings: RunSettings, folder: RunFolder, display: ProgressDis
     return paths
 
 
-__all__ = ["Outcome", "export_models", "finish", "finish_sweep", "run_info", "seed_rows",
+__all__ = ["Outcome", "export_models", "finish", "finish_inference", "finish_sweep", "run_info", "seed_rows",
            "stop_note", "write_failure"]

@@ -78,6 +78,13 @@ class RunSettings:
     # Where jppo's listening sockets accept connections (--bind): None is localhost for the
     # gRPC servers Unity connects to, the --coordinator host for jax.distributed's.
     bind: Optional[str] = None
+    # Start from another run's policy (jppo.runs.initialize): a run id under results_dir
+    # (checkpoint_settings.initialize_from, --initialize-from) and/or the behavior's init_path
+    # (a run folder or a checkpoint file; a bare file name is looked up in initialize_from's run).
+    initialize_from: Optional[str] = None
+    init_path: Optional[str] = None
+    # Run the trained policy without training (checkpoint_settings.inference, --inference).
+    inference: bool = False
 
     def to_yaml_dict(self, env: Optional[str] = None) -> dict:
         """The resolved settings, written to results/<run-id>/configuration.yaml: an ML-Agents
@@ -98,14 +105,17 @@ class RunSettings:
             "reward_signals": {"extrinsic": {"gamma": p.gamma, "strength": p.strength}},
             "keep_checkpoints": self.keep_checkpoints,
             "checkpoint_interval": self.checkpoint_interval, "max_steps": p.max_steps,
-            "time_horizon": p.time_horizon, "summary_freq": self.summary_freq}
+            "time_horizon": p.time_horizon, "summary_freq": self.summary_freq,
+            "init_path": self.init_path}
         return {
             "behaviors": {self.behavior: behavior},
             "env_settings": {"base_port": self.base_port, "num_envs": self.num_workers,
                              "seed": self.seed, "timeout_wait": self.timeout_wait},
             "engine_settings": {"time_scale": self.time_scale, "no_graphics": self.no_graphics},
             "environment_parameters": dict(self.environment_parameters) or None,
-            "checkpoint_settings": {"run_id": self.run_id, "results_dir": self.results_dir},
+            "checkpoint_settings": {"run_id": self.run_id, "results_dir": self.results_dir,
+                                    "initialize_from": self.initialize_from,
+                                    "inference": self.inference},
             "jppo": {"env": self.env or env, "num_envs": self.num_envs,
                      "num_seeds": self.num_seeds, "export_onnx": self.export_onnx,
                      "bind": self.bind, **own_ppo},
