@@ -133,7 +133,8 @@ def test_set_reads_numbers_the_same_way(tmp_path):
                  "--set", "learning_rate=3e-4", "--set", "buffer_size=2.56e+2",
                  "--set", "max_steps=2.56e+2"]) == 0
     saved = yaml.safe_load((tmp_path / "r" / "ppo" / "configuration.yaml").read_text())
-    assert saved["ppo"]["learning_rate"] == 3e-4 and saved["ppo"]["buffer_size"] == 256
+    hyper = saved["behaviors"]["CartPole"]["hyperparameters"]
+    assert hyper["learning_rate"] == 3e-4 and hyper["buffer_size"] == 256
 
 
 # ------------------------------------------------------------------------- ranges, one sentence

@@ -153,7 +153,7 @@ def test_jax_run_starts_from_the_other_runs_policy(source_run, tmp_path):
     meta, _ = checkpoint.read(checkpoint.latest(source_run / "results" / "tuned"))
     assert meta["steps"] == 256
     config = yaml.safe_load((source_run / "results" / "tuned" / "configuration.yaml").read_text())
-    assert config["run"]["initialize_from"] == "src"
+    assert config["checkpoint_settings"]["initialize_from"] == "src"
     assert digest(source_run / "results" / "src") == before
 
 

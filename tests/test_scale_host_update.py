@@ -123,7 +123,8 @@ def test_host_update_over_two_devices(tmp_path):
         rows = info["processes"]
         assert len(rows) == 1 and rows[0]["envs"] == 2 and rows[0]["steps"] == info["steps"]
         config = yaml.safe_load((tmp_path / "results" / run / "configuration.yaml").read_text())
-        assert config["split_minibatches"] is split and config["devices"] == 2
+        record = config["jppo"]["run_record"]
+        assert record["split_minibatches"] is split and record["devices"] == 2
     assert ("jppo: error: batch_size = 63 cannot be split evenly over 2 devices; give a "
             "batch_size that is a multiple of 2.") in stderr
     assert ("jppo: error: buffer_size = 511 cannot be split evenly over 2 devices; give a "

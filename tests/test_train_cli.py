@@ -59,7 +59,7 @@ BAD_CONFIGS = [
      "3DBall, 3DBallHard, Basic, GridWorld (and gymnax:<id>, package.module:factory); or pass a "
      "Unity build path, 'editor', or gymnasium:<id>."),
     ("unsupported trainer", with_changes("B.trainer_type", "sac"),
-     "behaviors.CartPole.trainer_type = 'sac' is not supported; jppo trains trainer_type 'ppo' only."),
+     "behaviors.CartPole.trainer_type = 'sac' is not implemented by jppo: jppo trains trainer_type 'ppo' only."),
 ]
 
 
@@ -156,7 +156,8 @@ def test_run_folder_contents(finished_run):
     folder = finished_run / "results" / "done"
     assert (folder / "configuration.yaml").is_file()
     resolved = yaml.safe_load((folder / "configuration.yaml").read_text())
-    assert resolved["ppo"]["batch_size"] == 32 and resolved["env"] == "CartPole-v1"
+    assert resolved["behaviors"]["CartPole"]["hyperparameters"]["batch_size"] == 32
+    assert resolved["jppo"]["env"] == resolved["jppo"]["run_record"]["env"] == "CartPole-v1"
     rows = (folder / "progress.csv").read_text().splitlines()
     assert rows[0].startswith("step,seed,wall_time_s,cumulative_reward,episode_length,policy_loss")
     assert [int(r.split(",")[0]) for r in rows[1:]] == [256 * i for i in range(1, 7)]

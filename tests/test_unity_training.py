@@ -124,7 +124,8 @@ def test_two_workers_train_3dball_end_to_end(tmp_path):
     assert meta["observation_size"] == 8 and meta["action_spec"] == ["continuous", 2]
     assert meta["unity_behavior"] == "3DBall?team=0" and meta["num_envs"] == 2
     config = yaml.safe_load((run / "configuration.yaml").read_text())
-    assert config["env"] == "editor" and config["num_envs"] == 2
+    record = config["jppo"]["run_record"]
+    assert record["env"] == config["jppo"]["env"] == "editor" and record["num_envs"] == 2
     rows = [line.split(",") for line in (run / "progress.csv").read_text().splitlines()[1:]]
     steps = [int(r[0]) for r in rows]
     assert steps == sorted(steps) and steps[-1] == info["steps"] and len(rows) == 3

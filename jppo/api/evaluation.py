@@ -112,8 +112,10 @@ def _environment(run_dir: pathlib.Path, env: Any, env_params: Any):
     config = run_dir / "configuration.yaml"
     parameters = {}
     if config.is_file():
-        parameters = (yaml.safe_load(config.read_text()).get("run") or {}).get(
-            "environment_parameters") or {}
+        resolved = yaml.safe_load(config.read_text()) or {}
+        # ML-Agents' place, else the "run" section of runs written before issue 14.
+        parameters = (resolved.get("environment_parameters")
+                      or (resolved.get("run") or {}).get("environment_parameters") or {})
         # Sampled parameters and curricula are training's; the policy is evaluated at the
         # environment's defaults for them (the constants stay).
         parameters = {k: v for k, v in parameters.items() if not isinstance(v, dict)}

@@ -208,7 +208,9 @@ def describe(err: OSError) -> str:
 def write_configuration(folder: RunFolder, settings: RunSettings, extra: dict):
     """The resolved settings, as the run used them: the first file a run writes, so a failure
     here is the user's to fix before training (exit 2)."""
-    text = yaml.safe_dump({**settings.to_yaml_dict(), **extra}, sort_keys=False)
+    resolved = settings.to_yaml_dict(env=extra.get("env"))
+    resolved["jppo"]["run_record"] = extra  # for the record: parse reads it back as nothing
+    text = yaml.safe_dump(resolved, sort_keys=False)
     try:
         write_atomic(folder.path / "configuration.yaml", text.encode())
     except OSError as err:

@@ -25,52 +25,19 @@ from __future__ import annotations
 import dataclasses
 import math
 import pathlib
+import warnings
 from typing import Any, Optional
 
 import yaml
 
-from jppo.core.config import ConfigError, PPOConfig, field_names
+from jppo.core.config import ConfigError, ConfigWarning, PPOConfig, field_names
 from jppo.errors import UserError, brief
-from jppo.runs import environment_parameters
+from jppo.runs import document, environment_parameters
 from jppo.runs.config_file import number_text, read_yaml
 
 # The main job's config: the repository's configs/3DBall.yaml.
 DEFAULT_CONFIG = pathlib.Path(__file__).resolve().parents[2] / "configs" / "3DBall.yaml"
 
-
-# ML-Agents keys jppo reads, per section; values are PPOConfig fields or run fields.
-HYPERPARAMETERS = {k: k for k in ("batch_size", "buffer_size", "learning_rate", "beta", "epsilon",
-                                  "lambd", "num_epoch", "learning_rate_schedule", "beta_schedule",
-                                  "epsilon_schedule")}
-NETWORK_SETTINGS = {"normalize": "normalize", "hidden_units": "hidden_units",
-                    "num_layers": "num_layers"}
-EXTRINSIC = {"gamma": "gamma", "strength": "strength"}
-BEHAVIOR_CONFIG = {"max_steps": "max_steps", "time_horizon": "time_horizon"}
-BEHAVIOR_RUN = ("summary_freq", "keep_checkpoints", "checkpoint_interval", "even_checkpoints",
-                "init_path")
-# Honoured (jppo.runs.initialize, the drivers' inference): a fine-tune's start, a run without
-# training.
-CHECKPOINT_HONOURED = ("initialize_from", "inference")
-# ML-Agents keys that are accepted and have no effect here (they concern features a vector-
-# observation PPO run on JAX has no use for); a value that would change behaviour is refused.
-IGNORED = {
-    "hyperparameters": {"shared_critic": False},
-    "network_settings": {"vis_encode_type": None, "goal_conditioning_type": None,
-                         "deterministic": False, "memory": None},
-    "behavior": {"threaded": None},
-    "extrinsic": {"network_settings": None},
-}
-TOP_LEVEL = ("behaviors", "env_settings", "engine_settings", "environment_parameters",
-             "checkpoint_settings", "torch_settings", "debug", "jppo", "default_settings")
-ENV_SETTINGS = ("env_path", "env_args", "base_port", "num_envs", "num_areas", "seed",
-                "max_lifetime_restarts", "restarts_rate_limit_n", "restarts_rate_limit_period_s")
-ENGINE_SETTINGS = ("width", "height", "quality_level", "time_scale", "target_frame_rate",
-                   "capture_frame_rate", "no_graphics")
-CHECKPOINT_SETTINGS = ("run_id", "initialize_from", "load_model", "resume", "force",
-                       "train_model", "inference", "results_dir")
-JPPO_PPO = ("loss", "network", "value_coef", "clip_value", "max_grad_norm", "kl_target",
-            "kl_coef", "adam_eps", "advantage_eps", "obs_clip")
-JPPO_RUN = ("env", "num_envs", "num_seeds", "seed", "timeout_wait", "export_onnx")
 
 # Seeds and worker counts reach int32 arrays and Unity's protocol (an int32 seed).
 INT32_MIN, INT32_MAX = -2**31, 2**31 - 1
@@ -119,11 +86,40 @@ class RunSettings:
     # Run the trained policy without training (checkpoint_settings.inference, --inference).
     inference: bool = False
 
-    def to_yaml_dict(self) -> dict:
-        """The resolved settings, written to results/<run-id>/configuration.yaml."""
-        run = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
-               if f.name not in ("ppo", "behavior")}
-        return {"behavior": self.behavior, "ppo": dataclasses.asdict(self.ppo), "run": run}
+    def to_yaml_dict(self, env: Optional[str] = None) -> dict:
+        """The resolved settings, written to results/<run-id>/configuration.yaml: an ML-Agents
+        trainer file plus the ``jppo:`` section, which ``parse`` reads back to these same
+        settings (``env``: the environment the run resolved, when the settings name none)."""
+        p = self.ppo
+        own_ppo = {k: getattr(p, k) for k in ("loss", "network", "value_coef", "clip_value",
+                                               "max_grad_norm", "kl_target", "kl_coef",
+                                               "adam_eps", "advantage_eps", "obs_clip")}
+        hyper = {k: getattr(p, k) for k in ("batch_size", "buffer_size", "learning_rate",
+                                             "learning_rate_schedule", "beta", "epsilon",
+                                             "lambd", "num_epoch", "beta_schedule",
+                                             "epsilon_schedule")}
+        behavior = {
+            "trainer_type": "ppo", "hyperparameters": hyper,
+            "network_settings": {"normalize": p.normalize, "hidden_units": p.hidden_units,
+                                 "num_layers": p.num_layers},
+            "reward_signals": {"extrinsic": {"gamma": p.gamma, "strength": p.strength}},
+            "keep_checkpoints": self.keep_checkpoints,
+            "checkpoint_interval": self.checkpoint_interval, "max_steps": p.max_steps,
+            "time_horizon": p.time_horizon, "summary_freq": self.summary_freq,
+            "init_path": self.init_path}
+        return {
+            "behaviors": {self.behavior: behavior},
+            "env_settings": {"base_port": self.base_port, "num_envs": self.num_workers,
+                             "seed": self.seed, "timeout_wait": self.timeout_wait},
+            "engine_settings": {"time_scale": self.time_scale, "no_graphics": self.no_graphics},
+            "environment_parameters": dict(self.environment_parameters) or None,
+            "checkpoint_settings": {"run_id": self.run_id, "results_dir": self.results_dir,
+                                    "initialize_from": self.initialize_from,
+                                    "inference": self.inference},
+            "jppo": {"env": self.env or env, "num_envs": self.num_envs,
+                     "num_seeds": self.num_seeds, "export_onnx": self.export_onnx,
+                     "bind": self.bind, **own_ppo},
+        }
 
 
 def _where(path: list[str]) -> str:
@@ -138,34 +134,7 @@ def _mapping(value, path: list[str]) -> dict:
     return value
 
 
-def _check_keys(section: dict, allowed, path: list[str]):
-    for key in section:
-        if key not in allowed:
-            raise UserError(f"unknown key {brief(key)} in {_where(path) or 'the top level'}; allowed "
-                            f"keys are: {', '.join(sorted(allowed))}.")
-
-
-def _typed(value, kind, name: str):
-    """``value`` if it has the type ``kind`` ("int", "float", "bool", "str"), else a UserError.
-    Numbers are read as ML-Agents reads them (see the module docstring): text that spells a
-    number is that number, and an integer field takes a float whose value is whole."""
-    if kind in ("int", "float"):
-        value = number_text(value)
-    if kind == "int" and isinstance(value, float):
-        if not (math.isfinite(value) and value.is_integer()):
-            raise UserError(f"{name} = {brief(value)} is not a whole number; {name} must be an "
-                            "integer.")
-        value = int(value)
-    ok = {
-        "int": isinstance(value, int) and not isinstance(value, bool),
-        "float": isinstance(value, (int, float)) and not isinstance(value, bool),
-        "bool": isinstance(value, bool),
-        "str": isinstance(value, str),
-    }[kind]
-    if not ok:
-        words = {"int": "an integer", "float": "a number", "bool": "true or false", "str": "a string"}
-        raise UserError(f"{name} = {brief(value)} has the wrong type; {name} must be {words[kind]}.")
-    return float(value) if kind == "float" else value
+_typed = document.typed
 
 
 _PPO_TYPES = {f.name: ("int" if f.type in ("int",) else "float" if f.type in ("float",) else
@@ -181,95 +150,26 @@ def _ppo_value(field: str, value):
     return _typed(value, kind, field)
 
 
-def _ignored(section: dict, kind: str, path: list[str]):
-    for key, allowed in IGNORED[kind].items():
-        if key in section and allowed is not None and section[key] not in (allowed, None):
-            raise UserError(f"{_where(path + [key])} = {brief(section[key])} is not supported by jppo; "
-                            f"leave it out or set it to {allowed!r}.")
-
-
 def parse(data: Any, source: str = "the configuration") -> RunSettings:
-    """``RunSettings`` from the parsed YAML document ``data``."""
-    data = _mapping(data, [])
-    _check_keys(data, TOP_LEVEL, [])
-    behaviors = _mapping(data.get("behaviors"), ["behaviors"])
-    if len(behaviors) != 1:
-        names = ", ".join(behaviors) or "none"
-        raise UserError(f"{source} must define exactly one behavior under 'behaviors' (found: "
-                        f"{names}); jppo trains one behavior at a time.")
-    behavior, spec = next(iter(behaviors.items()))
-    path = ["behaviors", str(behavior)]
-    spec = _mapping(spec, path)
-    _check_keys(spec, set(BEHAVIOR_CONFIG) | set(BEHAVIOR_RUN) | set(IGNORED["behavior"]) |
-                {"trainer_type", "hyperparameters", "network_settings", "reward_signals"}, path)
-    if spec.get("trainer_type", "ppo") != "ppo":
-        raise UserError(f"{_where(path + ['trainer_type'])} = {brief(spec['trainer_type'])} is not "
-                        "supported; jppo trains trainer_type 'ppo' only.")
-    _ignored(spec, "behavior", path)
-    ppo: dict = {}
-    run: dict = {}
-    for section, keys, ignored in (("hyperparameters", HYPERPARAMETERS, "hyperparameters"),
-                                   ("network_settings", NETWORK_SETTINGS, "network_settings")):
-        values = _mapping(spec.get(section), path + [section])
-        _check_keys(values, set(keys) | set(IGNORED[ignored]), path + [section])
-        _ignored(values, ignored, path + [section])
-        ppo.update({keys[k]: _ppo_value(keys[k], v) for k, v in values.items() if k in keys})
-    signals = _mapping(spec.get("reward_signals"), path + ["reward_signals"])
-    _check_keys(signals, ("extrinsic",), path + ["reward_signals"])
-    extrinsic = _mapping(signals.get("extrinsic"), path + ["reward_signals", "extrinsic"])
-    _check_keys(extrinsic, set(EXTRINSIC) | set(IGNORED["extrinsic"]),
-                path + ["reward_signals", "extrinsic"])
-    ppo.update({EXTRINSIC[k]: _ppo_value(EXTRINSIC[k], v) for k, v in extrinsic.items()
-                if k in EXTRINSIC})
-    ppo.update({BEHAVIOR_CONFIG[k]: _ppo_value(BEHAVIOR_CONFIG[k], spec[k])
-                for k in BEHAVIOR_CONFIG if k in spec})
+    """``RunSettings`` from the parsed YAML document ``data``, checked against the key table
+    (``jppo.runs.document``); the keys accepted without effect are named in one warning."""
+    checked = document.check(data, source)
+    values = checked.values
+    ppo = {k[4:]: v for k, v in values.items() if k.startswith("ppo.")}
+    run = {k[4:]: v for k, v in values.items() if k.startswith("run.")}
     for key in ("summary_freq", "keep_checkpoints", "checkpoint_interval"):
-        if key in spec:
-            run[key] = _positive_int(spec[key], key)
-    even = _typed(spec.get("even_checkpoints", False), "bool", "even_checkpoints")
-    if spec.get("init_path") is not None:
-        run["init_path"] = _typed(spec["init_path"], "str", _where(path + ["init_path"]))
-
-    env_settings = _mapping(data.get("env_settings"), ["env_settings"])
-    _check_keys(env_settings, ENV_SETTINGS, ["env_settings"])
-    if env_settings.get("env_path") is not None:
-        run["env"] = _typed(env_settings["env_path"], "str", "env_settings.env_path")
-    for key in ("num_envs", "seed", "base_port"):
-        if env_settings.get(key) is not None:
-            run[key] = _typed(env_settings[key], "int", f"env_settings.{key}")
-    if "num_envs" in run:
-        run["num_workers"] = run["num_envs"]
-    engine = _mapping(data.get("engine_settings"), ["engine_settings"])
-    _check_keys(engine, ENGINE_SETTINGS, ["engine_settings"])
-    if engine.get("time_scale") is not None:
-        run["time_scale"] = _typed(engine["time_scale"], "float", "engine_settings.time_scale")
-    if engine.get("no_graphics") is not None:
-        run["no_graphics"] = _typed(engine["no_graphics"], "bool", "engine_settings.no_graphics")
-    checkpoint = _mapping(data.get("checkpoint_settings"), ["checkpoint_settings"])
-    _check_keys(checkpoint, CHECKPOINT_SETTINGS, ["checkpoint_settings"])
-    for key in ("run_id", "results_dir", "initialize_from"):
-        if checkpoint.get(key) is not None:
-            run[key] = _typed(checkpoint[key], "str", f"checkpoint_settings.{key}")
-    if checkpoint.get("inference") is not None:
-        run["inference"] = _typed(checkpoint["inference"], "bool", "checkpoint_settings.inference")
-    run["environment_parameters"] = _environment_parameters(data.get("environment_parameters"))
-
-    own = _mapping(data.get("jppo"), ["jppo"])
-    _check_keys(own, set(JPPO_PPO) | set(JPPO_RUN), ["jppo"])
-    ppo.update({k: _ppo_value(k, v) for k, v in own.items() if k in JPPO_PPO})
-    for key in ("num_envs", "num_seeds", "seed"):
-        if own.get(key) is not None:
-            run[key] = _typed(own[key], "int", f"jppo.{key}")
-    if own.get("env") is not None:
-        run["env"] = _typed(own["env"], "str", "jppo.env")
-    if own.get("timeout_wait") is not None:
-        run["timeout_wait"] = _typed(own["timeout_wait"], "float", "jppo.timeout_wait")
-    if own.get("export_onnx") is not None:
-        run["export_onnx"] = _typed(own["export_onnx"], "bool", "jppo.export_onnx")
+        if key in run:
+            run[key] = _positive_int(run[key], key)
+    even = run.pop("even_checkpoints", False)
+    if "environment_parameters" in run:
+        run["environment_parameters"] = _environment_parameters(run["environment_parameters"])
     config = make_ppo_config(ppo)
     if even:
         run["checkpoint_interval"] = max(1, config.max_steps // run.get("keep_checkpoints", 5))
-    return validate_run(RunSettings(behavior=str(behavior), ppo=config, **run))
+    settings = validate_run(RunSettings(behavior=checked.behavior, ppo=config, **run))
+    if checked.warning():
+        warnings.warn(checked.warning(), ConfigWarning, stacklevel=2)
+    return settings
 
 
 def _positive_int(value, name: str) -> int:
