@@ -31,10 +31,11 @@ import yaml
 
 from jppo.core.config import ConfigError, PPOConfig, field_names
 from jppo.errors import UserError, brief
+from jppo.runs import shipped
 from jppo.runs.config_file import number_text, read_yaml
 
-# The main job's config: the repository's configs/3DBall.yaml.
-DEFAULT_CONFIG = pathlib.Path(__file__).resolve().parents[2] / "configs" / "3DBall.yaml"
+# The main job's config: configs/3DBall.yaml, from the checkout or the installed package.
+DEFAULT_CONFIG = shipped.default()
 
 
 # ML-Agents keys jppo reads, per section; values are PPOConfig fields or run fields.
