@@ -65,7 +65,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="NAME=VALUE",
                    help="override one hyperparameter, e.g. --set learning_rate=1e-3 (repeatable)")
     p.add_argument("--stop-after-steps", type=int, metavar="N",
-                   help="stop (with a checkpoint) after about N more steps; continue with --resume")
+                   help="stop (with a checkpoint) once N more steps are done: at the first "
+                   "update past them (JAX environments), or step (Unity, Gymnasium); continue "
+                   "with --resume")
     p.add_argument("--no-export", action="store_true", help="do not write the ONNX model at the end")
     p.add_argument("--quiet", action="store_true", help="no progress bar or log lines")
     scale = p.add_argument_group("Scale out")

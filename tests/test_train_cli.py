@@ -203,6 +203,23 @@ def test_stopped_and_resumed_run_ends_exactly_like_a_straight_run(finished_run):
         (tmp / "results" / "done" / "progress.csv").read_text())
 
 
+def test_stop_after_steps_stops_at_the_first_update_past_it(finished_run):
+    """128 steps per update, 2 updates per summary: 300 steps end after update 3 (384), not at
+    the next summary (512); resumed, the run's summaries fall at 512, 768, ... again and it ends
+    with the straight run's parameters."""
+    tmp = finished_run
+    assert run_cli(tmp, "--run-id", "cut", "--stop-after-steps", "300") == 0
+    cut = tmp / "results" / "cut"
+    steps = lambda: [int(r.split(",")[0]) for r in (cut / "progress.csv").read_text().splitlines()[1:]]
+    assert [p.name for p in checkpoint.list_checkpoints(cut)] == ["checkpoint-000000384.msgpack"]
+    assert steps() == [256, 384]
+    assert run_cli(tmp, "--run-id", "cut", "--resume", "--stop-after-steps", "1") == 0
+    assert checkpoint.latest(cut).name == "checkpoint-000000512.msgpack"
+    assert run_cli(tmp, "--run-id", "cut", "--resume") == 0
+    assert steps() == [256, 384, 512, 768, 1024, 1280, 1536]
+    assert_same_tree(final_state(tmp / "results" / "done")[1], final_state(cut)[1])
+
+
 def test_seed_member_zero_equals_a_single_seed_run(finished_run):
     tmp = finished_run
     assert run_cli(tmp, "--run-id", "two", "--num-seeds", "2") == 0

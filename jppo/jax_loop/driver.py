@@ -197,7 +197,11 @@ class JaxRun:
 
     def loop(self) -> None:
         settings, spu, total, chunk = self.settings, self.spu, self.total, self.chunk_length
+        # --stop-after-steps N ends at the first update past N steps: the chunk that reaches it
+        # is cut short there (the program takes its length as a traced argument), and a run
+        # resumed from there cuts its first chunk so that summaries fall where they always do.
         stop_after = self.launch.stop_after_steps
+        until = total if stop_after is None else min(total, self.first - (-stop_after // spu))
         self.history: list[list[dict]] = []
         saves = session.Cadence(settings.checkpoint_interval, self.start_step)
         self.saved_at = self.start_step if self.resuming else -1
@@ -216,10 +220,10 @@ class JaxRun:
         self.log = log = self._open_log()
         try:
             with display:
-                while self.done < total:
+                while self.done < until:
                     self._check_interrupt()
                     t = time.perf_counter()
-                    active = min(chunk, total - self.done)
+                    active = min(chunk - self.done % chunk, until - self.done)
                     self.states, metrics = self.program(self.states, jnp.int32(active), *self.values)
                     metrics = (jax.device_get(metrics) if self.mesh is None
                                else distributed.fetch_replicated(metrics))
@@ -237,12 +241,9 @@ class JaxRun:
                     display.update(step, active * spu / dt, mean_reward)
                     display.log(step, time.perf_counter() - elapsed0, mean_reward,
                                 per_seed[0]["reward_std"])
-                    stop = stop_after is not None and step - self.start_step >= stop_after
-                    if saves.due(step) or self.done == total or stop:
+                    if saves.due(step) or self.done == until:
                         self._save(step)
                         saves.mark(step)
-                    if stop:
-                        break
         except KeyboardInterrupt as stop:
             self._interrupted(stop)
             raise
