@@ -86,11 +86,11 @@ class _NoLog:
 class _MemberLogs:
     """A sweep's summaries: each member's own progress.csv and TensorBoard folder."""
 
-    def __init__(self, dirs: list, behavior: str, resume_step: int | None):
+    def __init__(self, dirs: list, seeds: list, behavior: str, resume_step: int | None):
         self.logs = []
-        for d in dirs:
+        for d, seed in zip(dirs, seeds):
             d.mkdir(parents=True, exist_ok=True)
-            self.logs.append(RunLog(d, behavior, 1, resume_step))
+            self.logs.append(RunLog(d, behavior, 1, resume_step, seed))
 
     def write(self, step: int, wall_time: float, per_member: list[dict]):
         for log, values in zip(self.logs, per_member):
@@ -190,8 +190,9 @@ class JaxRun:
             return _NoLog()
         if self.sweep:
             return _MemberLogs([member_dir(self.folder.path, m) for m in self.members],
-                               self.settings.behavior, resume_step)
-        return RunLog(self.folder.path, self.settings.behavior, self.settings.num_seeds, resume_step)
+                               [m.seed for m in self.members], self.settings.behavior, resume_step)
+        return RunLog(self.folder.path, self.settings.behavior, self.settings.num_seeds, resume_step,
+                      self.settings.seed)
 
     # ------------------------------------------------------------------ loop
 
@@ -264,16 +265,16 @@ class JaxRun:
         what = getattr(stop, "what", "interrupted")
         if jax.process_count() > 1 and not getattr(stop, "everywhere", False):
             # Only this process stopped: the others cannot join a gather now.
-            self.display.message(f"{what} at step {step}; continue with --resume from the last "
-                                 f"checkpoint (step {max(self.saved_at, 0)}).")
+            self.display.note(f"{what} at step {step}; continue with --resume from the last "
+                              f"checkpoint (step {max(self.saved_at, 0)}).")
         elif step > max(self.saved_at, self.start_step):
             self._save(step)
-            self.display.message(f"{what} at step {step}; checkpoint saved. Continue with --resume.")
+            self.display.note(f"{what} at step {step}; checkpoint saved. Continue with --resume.")
         elif self.saved_at >= 0:
-            self.display.message(f"{what} at step {step}; the checkpoint of step {self.saved_at} "
-                                 "stands. Continue with --resume.")
+            self.display.note(f"{what} at step {step}; the checkpoint of step {self.saved_at} "
+                              "stands. Continue with --resume.")
         else:
-            self.display.message(f"{what} at step {step}, before training; nothing to save.")
+            self.display.note(f"{what} at step {step}, before training; nothing to save.")
 
     def _check_finite(self, before: int, step: int) -> None:
         """A chunk that made a seed's train state NaN or Inf stops the run (never saved)."""
