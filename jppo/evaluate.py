@@ -1,7 +1,8 @@
 """``python -m jppo.evaluate RUN_DIR``: play a trained run's policy and report its returns.
 
-    python -m jppo.evaluate results/cartpole                      # seed 0, newest checkpoint
+    python -m jppo.evaluate results/cartpole                      # the first seed, newest checkpoint
     python -m jppo.evaluate results/cartpole --seed 3 --checkpoint 250000 --episodes 500
+    python -m jppo.evaluate results/lr --member 5                 # a sweep's member 5
     python -m jppo.evaluate results/ball --animation ball.mp4     # (ffmpeg for .mp4)
 
 Prints mean, std, min and max return (and mean length) over fresh episodes for the stochastic
@@ -25,8 +26,11 @@ def build_parser() -> argparse.ArgumentParser:
         description="Play a trained run's policy for whole episodes: returns of the stochastic "
                     "and the deterministic policy, and an animation of one episode.")
     p.add_argument("run_dir", metavar="RUN_DIR", help="the run folder (results/<run-id>)")
-    p.add_argument("--seed", type=int, default=0,
-                   help="which of the run's seeds (or sweep members) to play, from 0 (default 0)")
+    p.add_argument("--seed", type=int, metavar="S",
+                   help="which of the run's seeds to play, by its value as the run labels it "
+                        "(--seed 5 --num-seeds 2 trained seeds 5 and 6; default: the first)")
+    p.add_argument("--member", type=int, metavar="I",
+                   help="a sweep: which member to play (its member.json index; default 0)")
     p.add_argument("--checkpoint", type=int, metavar="STEP",
                    help="the checkpoint saved at STEP steps (default: the newest)")
     p.add_argument("--episodes", type=int, default=100, help="episodes per policy (default 100)")
@@ -34,7 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="decisions after which an episode is cut (default 1000)")
     p.add_argument("--animation", metavar="PATH",
                    help="where to write the animation, .gif or .mp4 (default "
-                        "RUN_DIR/evaluation/seed<I>-step<N>.gif)")
+                        "RUN_DIR/evaluation/seed<S>-step<N>.gif)")
     p.add_argument("--no-animation", action="store_true", help="write no animation")
     p.add_argument("--frames", type=int, default=200,
                    help="at most this many frames in the animation (default 200)")
@@ -45,7 +49,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def report(result: Evaluation) -> str:
     """The figures as a small table, then where the animation went."""
-    lines = [f"{result.run}: seed {result.seed}, checkpoint at step {result.steps:,}, "
+    who = f"seed {result.seed}" if result.member is None else f"member {result.member}"
+    lines = [f"{result.run}: {who}, checkpoint at step {result.steps:,}, "
              f"{result.env}, {result.stochastic.episodes} episodes per policy",
              f"{'policy':<14}{'mean':>10}{'std':>10}{'min':>10}{'max':>10}{'length':>9}"]
     for label, s in (("stochastic", result.stochastic), ("deterministic", result.deterministic)):
@@ -61,7 +66,8 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     animation = None if args.no_animation else (args.animation or "auto")
     try:
-        result = evaluate_run(args.run_dir, seed=args.seed, checkpoint_step=args.checkpoint,
+        result = evaluate_run(args.run_dir, seed=args.seed, member=args.member,
+                              checkpoint_step=args.checkpoint,
                               episodes=args.episodes, max_steps=args.max_steps,
                               animation=animation, frames=args.frames, fps=args.fps,
                               key=args.key)

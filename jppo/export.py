@@ -1,6 +1,8 @@
-"""``python -m jppo.export RUN_DIR [--seed I] [--checkpoint STEP] [--output PATH] [--check]``: a
-run's trained policy (seed I of a multi-seed run or sweep, the checkpoint saved at STEP steps;
-default seed 0, the newest) as the ONNX model Unity's ML-Agents runs (the graph itself:
+"""``python -m jppo.export RUN_DIR [--seed S | --member I] [--checkpoint STEP] [--output PATH]
+[--check]``: a run's trained policy (seed S of a multi-seed run, labelled by its value as the
+run's folders and table are: ``--seed 5 --num-seeds 2`` trained seeds 5 and 6; member I of a
+sweep, its member.json index; the checkpoint saved at STEP steps; default the run's first seed,
+the newest checkpoint) as the ONNX model Unity's ML-Agents runs (the graph itself:
 ``jppo.onnx.actor``).
 
 ``export_onnx``, ``build_model`` and ``run_model`` are re-exported here for code that used them
@@ -25,9 +27,11 @@ def _parse_args(argv):
     parser.add_argument("run_dir", metavar="RUN_DIR", help="the run folder (results/<run-id>)")
     parser.add_argument("--output", metavar="PATH",
                         help="where to write the model (default RUN_DIR/<behavior>.onnx)")
-    parser.add_argument("--seed", type=int, default=0, metavar="I",
-                        help="which of the run's seeds (or sweep members) to export, from 0 "
-                             "(default 0)")
+    parser.add_argument("--seed", type=int, metavar="S",
+                        help="which of the run's seeds to export, by its value as the run "
+                             "labels it (default: the run's first seed)")
+    parser.add_argument("--member", type=int, metavar="I",
+                        help="a sweep: which member to export (its member.json index; default 0)")
     parser.add_argument("--checkpoint", type=int, metavar="STEP",
                         help="the checkpoint saved at STEP steps (default: the newest)")
     parser.add_argument("--check", action="store_true",
@@ -36,8 +40,9 @@ def _parse_args(argv):
 
 
 def _export_run(args) -> Path:
-    policy = load_policy(args.run_dir, args.seed, args.checkpoint)
-    default = policy.behavior + ("" if args.seed == 0 else f"-seed{args.seed}") + (
+    policy = load_policy(args.run_dir, steps=args.checkpoint, seed=args.seed, member=args.member)
+    default = policy.behavior + ("" if args.seed is None else f"-seed{args.seed}") + (
+        "" if args.member is None else f"-member{args.member}") + (
         "" if args.checkpoint is None else f"-{args.checkpoint}")
     path = Path(args.output) if args.output else Path(args.run_dir) / f"{default}.onnx"
     try:

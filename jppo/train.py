@@ -9,6 +9,9 @@
     python -m jppo.train configs/3DBall.yaml --devices all          # every local GPU / TPU core
     python -m jppo.train configs/CartPole.yaml --sweep learning_rate=1e-4,3e-4,1e-3 --num-seeds 4
 
+The ``jppo-learn`` console script (pyproject.toml, mlagents-learn's counterpart) is this
+module's ``main``, with the same arguments.
+
 A user's mistake prints one sentence and exits with code 2; nothing is overwritten. Ctrl-C
 and SIGTERM stop the run at its next safe point with a checkpoint (exit 130 and 143).
 """
@@ -22,26 +25,33 @@ import warnings
 
 from jppo import interrupts
 
-if __name__ == "__main__":  # before the imports below load JAX: a Ctrl-C from the start is ours
-    interrupts.hold()
+CONSOLE_SCRIPT = "jppo-learn"
+# The script pip writes imports this module and then calls main(); its file is bin/jppo-learn
+# (Scripts\jppo-learn.exe or jppo-learn-script.py on Windows).
+_SCRIPT = pathlib.PurePath(sys.argv[0] if sys.argv else "").name.split(".")[0] in (
+    CONSOLE_SCRIPT, f"{CONSOLE_SCRIPT}-script")
+
+if __name__ == "__main__" or _SCRIPT:  # before the imports below load JAX: a Ctrl-C from the
+    interrupts.hold()                  # start is ours
 
 from jppo import distributed, envs  # noqa: E402 (after the hold above, as is the rest)
 from jppo.core.config import ConfigWarning  # noqa: E402
 from jppo.errors import RunFault, UserError  # noqa: E402
 from jppo.host_loop.connect import is_host_env  # noqa: E402
 from jppo.host_loop.gym_env import PREFIX as GYMNASIUM  # noqa: E402
-from jppo.runs import initialize, sweep as sweeps  # noqa: E402
+from jppo.runs import initialize, shipped, sweep as sweeps  # noqa: E402
 from jppo.runs.launch import Launch  # noqa: E402
 from jppo.runs.settings import DEFAULT_CONFIG, apply_overrides, load, validate_run  # noqa: E402
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="python -m jppo.train",
+        prog=CONSOLE_SCRIPT if _SCRIPT else "python -m jppo.train",
         description="Train a PPO agent with jppo. The config is an ML-Agents trainer YAML "
                     "(accepted as is) with an optional 'jppo:' section.")
     p.add_argument("config", nargs="?", default=None,
-                   help="trainer config YAML (default: configs/3DBall.yaml)")
+                   help="trainer config YAML (default: configs/3DBall.yaml); configs/<name>.yaml "
+                   "not found here is the one jppo ships")
     p.add_argument("--env", help="a JAX environment (3DBall, 3DBallHard, CartPole-v1, "
                    "Pendulum-v1, one registered with jppo.envs.register, gymnax:<id>, or "
                    "package.module:factory), a Unity build path, 'editor', or gymnasium:<id>")
@@ -64,7 +74,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="NAME=VALUE",
                    help="override one hyperparameter, e.g. --set learning_rate=1e-3 (repeatable)")
     p.add_argument("--stop-after-steps", type=int, metavar="N",
-                   help="stop (with a checkpoint) after about N more steps; continue with --resume")
+                   help="stop (with a checkpoint) once N more steps are done: at the first "
+                   "update past them (JAX environments), or step (Unity, Gymnasium); continue "
+                   "with --resume")
     p.add_argument("--no-export", action="store_true", help="do not write the ONNX model at the end")
     p.add_argument("--quiet", action="store_true", help="no progress bar or log lines")
     scale = p.add_argument_group("Scale out")
@@ -105,7 +117,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def resolve(args) -> Launch:
     """The YAML's settings with the command line applied on top, as a ``Launch``."""
-    path = pathlib.Path(args.config) if args.config else DEFAULT_CONFIG
+    path = shipped.locate(args.config) if args.config else DEFAULT_CONFIG
     settings = load(path)
     changes = {k: v for k, v in {
         "run_id": args.run_id, "results_dir": args.results_dir, "seed": args.seed,

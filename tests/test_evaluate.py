@@ -78,8 +78,8 @@ def test_cli_prints_both_policies_and_picks_the_seed_and_checkpoint(run, capsys)
 
 @pytest.mark.slow
 @pytest.mark.parametrize("args, message", [
-    (["--seed", "2"], "seed 2 is not in run '{run}', which trained 2 agent(s); give a seed index "
-                      "from 0 to 1."),
+    (["--seed", "2"], "seed 2 is not in run '{run}', which trained seeds 0 to 1."),
+    (["--member", "1"], "run '{run}' is not a sweep; pick one of its seeds with --seed."),
     (["--checkpoint", "123"], "run folder '{run}' has no checkpoint at step 123; the kept "
                               "checkpoints are at steps: 20480, 40960, 61440."),
     (["--episodes", "0"], "episodes = 0 is not allowed; episodes must be an integer >= 1."),

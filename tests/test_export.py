@@ -244,7 +244,7 @@ def test_failed_export_leaves_no_file(tmp_path, monkeypatch):
 def fake_loader(calls, spec=CONT, behavior="3DBall"):
     config, _, params, state = policy_setup(spec=spec)
 
-    def load_policy(run_dir, seed_index=0, steps=None):  # export passes --seed and --checkpoint
+    def load_policy(run_dir, seed_index=0, steps=None, **choice):  # --checkpoint, --seed, --member
         calls.append(str(run_dir))
         return types.SimpleNamespace(config=config, action_spec=spec, observation_size=OBS,
                                      params=params, normalizer=state, behavior=behavior)
@@ -281,7 +281,7 @@ def test_main_check_runs_the_model_and_prints_output_shapes(tmp_path, monkeypatc
 def test_main_user_error_prints_one_sentence_and_exits_2(tmp_path, monkeypatch, capsys):
     message = f"run folder {str(tmp_path)!r} has no checkpoint; train it first."
 
-    def missing(run_dir, seed_index=0, steps=None):
+    def missing(run_dir, seed_index=0, steps=None, **choice):
         raise UserError(message)
 
     monkeypatch.setattr(export, "load_policy", missing)
@@ -295,7 +295,7 @@ def test_main_policy_inconsistent_with_its_config_is_a_user_error(tmp_path, monk
     config, _, params, state = policy_setup()
     policy = types.SimpleNamespace(config=config, action_spec=CONT, observation_size=OBS + 2,
                                    params=params, normalizer=state, behavior="3DBall")
-    monkeypatch.setattr(export, "load_policy", lambda run_dir, seed_index=0, steps=None: policy)
+    monkeypatch.setattr(export, "load_policy", lambda run_dir, seed_index=0, steps=None, **choice: policy)
     assert export.main([str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert err.startswith(f"error: the policy in {str(tmp_path)!r} cannot be exported: ")

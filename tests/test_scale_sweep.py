@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 import yaml
 
+from jppo.errors import UserError
 from jppo.runs import checkpoint
 from jppo.train import main
 from tiny_config import tiny_cartpole
@@ -120,6 +121,11 @@ def check_folders(folder):
     meta, raw = final_state(folder)
     assert meta["num_members"] == 4 and meta["steps"] == 1024
     assert np.asarray(raw["updates"]).tolist() == [8, 8, 8, 8]
+    # A member is picked by its index (its seeds are shared), and knows its seed.
+    assert checkpoint.load_policy(folder, member=3).seed == 6
+    with pytest.raises(UserError, match=r"is a sweep, whose members share seeds; pick one with "
+                                        r"--member from 0 to 3"):
+        checkpoint.load_policy(folder, seed=5)
 
 
 def check_member_equals_single_run(tmp, member, run_id):

@@ -1,5 +1,6 @@
 """python -m jppo.train: bad input gets one sentence and exit code 2; runs resume exactly."""
 import hashlib
+import json
 import pathlib
 import struct
 import subprocess
@@ -204,6 +205,23 @@ def test_stopped_and_resumed_run_ends_exactly_like_a_straight_run(finished_run):
         (tmp / "results" / "done" / "progress.csv").read_text())
 
 
+def test_stop_after_steps_stops_at_the_first_update_past_it(finished_run):
+    """128 steps per update, 2 updates per summary: 300 steps end after update 3 (384), not at
+    the next summary (512); resumed, the run's summaries fall at 512, 768, ... again and it ends
+    with the straight run's parameters."""
+    tmp = finished_run
+    assert run_cli(tmp, "--run-id", "cut", "--stop-after-steps", "300") == 0
+    cut = tmp / "results" / "cut"
+    steps = lambda: [int(r.split(",")[0]) for r in (cut / "progress.csv").read_text().splitlines()[1:]]
+    assert [p.name for p in checkpoint.list_checkpoints(cut)] == ["checkpoint-000000384.msgpack"]
+    assert steps() == [256, 384]
+    assert run_cli(tmp, "--run-id", "cut", "--resume", "--stop-after-steps", "1") == 0
+    assert checkpoint.latest(cut).name == "checkpoint-000000512.msgpack"
+    assert run_cli(tmp, "--run-id", "cut", "--resume") == 0
+    assert steps() == [256, 384, 512, 768, 1024, 1280, 1536]
+    assert_same_tree(final_state(tmp / "results" / "done")[1], final_state(cut)[1])
+
+
 def test_seed_member_zero_equals_a_single_seed_run(finished_run):
     tmp = finished_run
     assert run_cli(tmp, "--run-id", "two", "--num-seeds", "2") == 0
@@ -221,3 +239,41 @@ def test_cli_process_prints_no_traceback(tmp_path):
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 2
     assert "Traceback" not in out.stderr and out.stderr.startswith("jppo: error: config file")
+
+
+@pytest.mark.slow
+def test_piped_output_and_seeds_labelled_by_their_seed(tmp_path):
+    """``--seed 5 --num-seeds 2`` as a user pipes it to a log: progress on stdout, whole lines
+    (never wrapped at 80 columns), no colour codes, nothing on stderr; both seeds called 5 and 6
+    in the table, progress.csv, the TensorBoard folders, the ONNX files and run_info.json, and
+    python -m jppo.export --seed 6 exports the second."""
+    from jppo.export import main as export_main
+
+    out = subprocess.run([sys.executable, "-m", "jppo.train", write_config(tmp_path), "--run-id",
+                          "pair", "--results-dir", str(tmp_path / "results"), "--seed", "5",
+                          "--num-seeds", "2"], capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0 and out.stderr == "", out.stderr
+    lines = out.stdout.splitlines()
+    assert "\x1b" not in out.stdout
+    assert lines[0].startswith("compiled 2 x 4 CartPole-v1 environment(s) in ") and len(lines[0]) > 80
+    info = [line for line in lines if line.startswith("[INFO]")]
+    assert [line.split(". ")[1] for line in info] == [f"Step: {256 * i}" for i in range(1, 7)]
+    assert all(line.endswith(". Training.") for line in info)
+    assert all(line == line.rstrip() for line in lines)
+    (header,) = [line.split("┃")[1:-1] for line in lines if line.startswith("┃")]
+    assert [c.strip() for c in header] == ["seed", "steps", "final reward", "best reward",
+                                           "episode length", "steps/s, last period"]
+    body = [line.split("│")[1:-1] for line in lines if line.startswith("│")]
+    assert [cells[0].strip() for cells in body] == ["5", "6"]
+    folder = tmp_path / "results" / "pair"
+    run_info = json.loads((folder / "run_info.json").read_text())
+    assert [s["seed"] for s in run_info["seeds"]] == [5, 6]
+    assert lines[-1] == (f"whole run: {run_info['steps_per_second']:,.0f} steps/s (1,536 steps in "
+                         f"{run_info['train_s']:,.1f} s, compile excluded; run_info.json)")
+    rows = [r.split(",") for r in (folder / "progress.csv").read_text().splitlines()[1:]]
+    assert sorted({r[1] for r in rows}) == ["5", "6"]
+    assert sorted(p.name for p in folder.glob("CartPole*")) == [
+        "CartPole-seed5", "CartPole-seed5.onnx", "CartPole-seed6", "CartPole-seed6.onnx"]
+    assert export_main([str(folder), "--seed", "6", "--output", str(tmp_path / "six.onnx")]) == 0
+    assert (tmp_path / "six.onnx").read_bytes() == (folder / "CartPole-seed6.onnx").read_bytes()
+    assert export_main([str(folder), "--seed", "0"]) == 2

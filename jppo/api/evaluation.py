@@ -1,7 +1,7 @@
 """``evaluate_run``: a trained run's policy (any seed, any kept checkpoint) played for whole
 episodes on its environment, stochastic and deterministic, with an animation of one episode.
 
-    result = jppo.evaluate_run("results/cartpole", seed=0, episodes=100)
+    result = jppo.evaluate_run("results/cartpole", seed=3, episodes=100)   # seed 3 of the run
     result.deterministic.mean, result.stochastic.std, result.animation   # a .gif path
 
 The environment is remade from the run (its checkpoint's ``env``: a built-in, registered,
@@ -51,16 +51,18 @@ class Scores:
 class Evaluation:
     run: pathlib.Path
     env: str
-    seed: int  # the seed index within the run
+    seed: int  # the seed the agent started from, as the run labels it
     steps: int  # the checkpoint's step count
     stochastic: Scores
     deterministic: Scores
     animation: Optional[pathlib.Path]  # None where not asked for or no renderer exists
     frames: int  # frames in the animation
     still: Optional[pathlib.Path]  # a PNG of the animation's middle frame
+    member: Optional[int] = None  # a sweep's member (its member.json index)
 
 
-def evaluate_run(run_dir, *, seed: int = 0, checkpoint_step: Optional[int] = None,
+def evaluate_run(run_dir, *, seed: Optional[int] = None, member: Optional[int] = None,
+                 checkpoint_step: Optional[int] = None,
                  episodes: int = 100, max_steps: int = 1000, env: Any = None,
                  env_params: Any = None, animation: Any = "auto", frames: int = 200,
                  fps: int = 25, key: int = 0) -> Evaluation:
@@ -68,7 +70,9 @@ def evaluate_run(run_dir, *, seed: int = 0, checkpoint_step: Optional[int] = Non
     decisions) and, for an environment with a renderer (``jppo.render``), an animation of one
     deterministic episode's first ``frames`` states.
 
-    ``animation``: ``"auto"`` writes ``RUN/evaluation/seed<I>-step<N>.gif`` (and a ``.png`` of
+    ``seed``: which of the run's seeds, by its value (``--seed 5 --num-seeds 2`` trained
+    seeds 5 and 6); ``member``: a sweep's member, by its member.json index; neither: the first.
+    ``animation``: ``"auto"`` writes ``RUN/evaluation/seed<S>-step<N>.gif`` (``member<I>-...``) (and a ``.png`` of
     its middle frame), a path writes there (``.gif`` or ``.mp4``), None writes none. ``key``
     seeds the evaluation episodes. A mistake raises ``UserError`` with one sentence.
     """
@@ -78,7 +82,7 @@ def evaluate_run(run_dir, *, seed: int = 0, checkpoint_step: Optional[int] = Non
             raise UserError(f"{name} = {value!r} is not allowed; {name} must be an integer >= "
                             f"{low}.")
     run_dir = pathlib.Path(run_dir)
-    saved = checkpoint.load_policy(run_dir, seed, checkpoint_step)
+    saved = checkpoint.load_policy(run_dir, steps=checkpoint_step, seed=seed, member=member)
     env_name, environment = _environment(run_dir, env, env_params)
     params = environment.default_params  # an adapter, or adapt(env, env_params), holds them
     gives = observation_spec(environment, params)
@@ -94,10 +98,11 @@ def evaluate_run(run_dir, *, seed: int = 0, checkpoint_step: Optional[int] = Non
                                            saved.normalizer, base, episodes, max_steps,
                                            deterministic=deterministic)
         scores[deterministic] = Scores.of(jax.device_get(returns), jax.device_get(lengths))
+    who = f"seed{saved.seed}" if member is None else f"member{member}"
     movie, still, count = _animate(run_dir, animation, env_name, environment, params, policy,
-                                   saved, seed, max_steps, frames, fps, base)
-    return Evaluation(run_dir, env_name, seed, saved.steps, scores[False], scores[True], movie,
-                      count, still)
+                                   saved, who, max_steps, frames, fps, base)
+    return Evaluation(run_dir, env_name, saved.seed, saved.steps, scores[False], scores[True],
+                      movie, count, still, member)
 
 
 def _environment(run_dir: pathlib.Path, env: Any, env_params: Any):
@@ -127,7 +132,7 @@ def _environment(run_dir: pathlib.Path, env: Any, env_params: Any):
                         "jppo.evaluate_run(run, env=...).") from None
 
 
-def _animate(run_dir, animation, env_name, environment, params, policy, saved, seed,
+def _animate(run_dir, animation, env_name, environment, params, policy, saved, who,
              max_steps, frames, fps, key):
     renderer = render.renderer_for(env_name)
     if animation is None or (animation == "auto" and renderer is None):
@@ -136,7 +141,7 @@ def _animate(run_dir, animation, env_name, environment, params, policy, saved, s
         raise UserError(f"there is no renderer for environment {env_name!r} (there are for "
                         f"{', '.join(render.renderer_names())}); add one with "
                         "jppo.render.register.")
-    path = (run_dir / "evaluation" / f"seed{seed}-step{saved.steps}.gif" if animation == "auto"
+    path = (run_dir / "evaluation" / f"{who}-step{saved.steps}.gif" if animation == "auto"
             else pathlib.Path(animation))
     states, rewards, length = jax.device_get(episode_states(
         environment, params, policy, saved.params, saved.normalizer, key, max_steps))

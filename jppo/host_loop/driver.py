@@ -318,7 +318,7 @@ class HostRun:
                                         self.behavior.action_spec)
         self.buffer = UpdateBuffer(self.layout.segment)
         self.log = (RunLog(self.folder.path, settings.behavior, 1,
-                           self.start_step if self.folder.resume_from else None)
+                           self.start_step if self.folder.resume_from else None, settings.seed)
                     if self.main and not self.inference else None)
         summaries = session.Cadence(settings.summary_freq, self.steps)
         saves = session.Cadence(settings.checkpoint_interval, self.steps)
@@ -517,9 +517,9 @@ class HostRun:
         if self.processes == 1:
             self._note_interrupted(None)
         elif self.in_collective:
-            self.display.message(f"interrupted in the middle of an update; the other processes "
-                                 f"stop when jax.distributed sees this one gone. Continue with "
-                                 f"--resume from the last checkpoint (step {max(self.saved_at, 0)}).")
+            self.display.note(f"interrupted in the middle of an update; the other processes "
+                              f"stop when jax.distributed sees this one gone. Continue with "
+                              f"--resume from the last checkpoint (step {max(self.saved_at, 0)}).")
         else:
             try:
                 self._meet(self._status(code=meeting.INTERRUPTED))
@@ -539,7 +539,7 @@ class HostRun:
         else:
             note = "nothing to save yet."
         who = "" if by is None else f"process {by} was interrupted; "
-        self.display.message(f"{who}{what} at step {self.steps}; {note}")
+        self.display.note(f"{who}{what} at step {self.steps}; {note}")
 
     def _stop_note(self, cause: str, diverged: bool) -> str:
         """The stop's sentence; saves a checkpoint first where the run progressed since the

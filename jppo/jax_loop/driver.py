@@ -89,11 +89,11 @@ class _NoLog:
 class _MemberLogs:
     """A sweep's summaries: each member's own progress.csv and TensorBoard folder."""
 
-    def __init__(self, dirs: list, behavior: str, resume_step: int | None):
+    def __init__(self, dirs: list, seeds: list, behavior: str, resume_step: int | None):
         self.logs = []
-        for d in dirs:
+        for d, seed in zip(dirs, seeds):
             d.mkdir(parents=True, exist_ok=True)
-            self.logs.append(RunLog(d, behavior, 1, resume_step))
+            self.logs.append(RunLog(d, behavior, 1, resume_step, seed))
 
     def write(self, step: int, wall_time: float, per_member: list[dict]):
         for log, values in zip(self.logs, per_member):
@@ -227,14 +227,19 @@ class JaxRun:
             return _NoLog()
         if self.sweep:
             return _MemberLogs([member_dir(self.folder.path, m) for m in self.members],
-                               self.settings.behavior, resume_step)
-        return RunLog(self.folder.path, self.settings.behavior, self.settings.num_seeds, resume_step)
+                               [m.seed for m in self.members], self.settings.behavior, resume_step)
+        return RunLog(self.folder.path, self.settings.behavior, self.settings.num_seeds, resume_step,
+                      self.settings.seed)
 
     # ------------------------------------------------------------------ loop
 
     def loop(self) -> None:
         settings, spu, total, chunk = self.settings, self.spu, self.total, self.chunk_length
+        # --stop-after-steps N ends at the first update past N steps: the chunk that reaches it
+        # is cut short there (the program takes its length as a traced argument), and a run
+        # resumed from there cuts its first chunk so that summaries fall where they always do.
         stop_after = self.launch.stop_after_steps
+        until = total if stop_after is None else min(total, self.first - (-stop_after // spu))
         self.history: list[list[dict]] = []
         saves = session.Cadence(settings.checkpoint_interval, self.start_step)
         self.saved_at = self.start_step if self.resuming else -1
@@ -255,10 +260,10 @@ class JaxRun:
         self.log = log = self._open_log()
         try:
             with display:
-                while self.done < total:
+                while self.done < until:
                     self._check_interrupt()
                     t = time.perf_counter()
-                    active = min(chunk, total - self.done)
+                    active = min(chunk - self.done % chunk, until - self.done)
                     self.states, metrics = self.program(self.states, jnp.int32(active), *self.values)
                     metrics = (jax.device_get(metrics) if self.mesh is None
                                else distributed.fetch_replicated(metrics))
@@ -278,12 +283,9 @@ class JaxRun:
                     display.update(step, active * spu / dt, mean_reward)
                     display.log(step, time.perf_counter() - elapsed0, mean_reward,
                                 per_seed[0]["reward_std"], training=not self.inference)
-                    stop = stop_after is not None and step - self.start_step >= stop_after
-                    if (saves.due(step) or self.done == total or stop) and not self.inference:
+                    if (saves.due(step) or self.done == until) and not self.inference:
                         self._save(step)
                         saves.mark(step)
-                    if stop:
-                        break
         except KeyboardInterrupt as stop:
             self._interrupted(stop)
             raise
@@ -317,16 +319,16 @@ class JaxRun:
             self.display.message(f"{what} at step {step}; inference writes nothing.")
         elif jax.process_count() > 1 and not getattr(stop, "everywhere", False):
             # Only this process stopped: the others cannot join a gather now.
-            self.display.message(f"{what} at step {step}; continue with --resume from the last "
-                                 f"checkpoint (step {max(self.saved_at, 0)}).")
+            self.display.note(f"{what} at step {step}; continue with --resume from the last "
+                              f"checkpoint (step {max(self.saved_at, 0)}).")
         elif step > max(self.saved_at, self.start_step):
             self._save(step)
-            self.display.message(f"{what} at step {step}; checkpoint saved. Continue with --resume.")
+            self.display.note(f"{what} at step {step}; checkpoint saved. Continue with --resume.")
         elif self.saved_at >= 0:
-            self.display.message(f"{what} at step {step}; the checkpoint of step {self.saved_at} "
-                                 "stands. Continue with --resume.")
+            self.display.note(f"{what} at step {step}; the checkpoint of step {self.saved_at} "
+                              "stands. Continue with --resume.")
         else:
-            self.display.message(f"{what} at step {step}, before training; nothing to save.")
+            self.display.note(f"{what} at step {step}, before training; nothing to save.")
 
     def _check_finite(self, before: int, step: int) -> None:
         """A chunk that made a seed's train state NaN or Inf stops the run (never saved)."""

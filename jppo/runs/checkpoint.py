@@ -130,6 +130,34 @@ def _non_finite(path: pathlib.Path) -> UserError:
                      "resume from an earlier one, or start again with --force.")
 
 
+def first_seed(meta: dict) -> int:
+    """The seed a checkpoint's first agent started from (0 where its meta has none)."""
+    return int(meta.get("seed", 0) or 0)
+
+
+def agent_index(meta: dict, run_dir, seed: int | None, member: int | None) -> int:
+    """The position on a checkpoint's agent axis of seed ``seed`` (a run of several seeds) or
+    of sweep member ``member``; a seed or member the run does not have, or a seed given for a
+    sweep (where members share seeds), is a ``UserError``."""
+    run = str(run_dir)
+    members = meta.get("num_members")
+    if members is not None:
+        if seed is not None:
+            raise UserError(f"run {run!r} is a sweep, whose members share seeds; pick one with "
+                            f"--member from 0 to {int(members) - 1} (its member.json index).")
+        if isinstance(member, bool) or not isinstance(member, int) or not 0 <= member < members:
+            raise UserError(f"member {member!r} is not in sweep {run!r}; give a member index "
+                            f"from 0 to {int(members) - 1}.")
+        return member
+    if member is not None:
+        raise UserError(f"run {run!r} is not a sweep; pick one of its seeds with --seed.")
+    first, count = first_seed(meta), int(meta.get("num_seeds", 1) or 1)
+    if isinstance(seed, bool) or not isinstance(seed, int) or not first <= seed < first + count:
+        seeds = f"seed {first}" if count == 1 else f"seeds {first} to {first + count - 1}"
+        raise UserError(f"seed {seed!r} is not in run {run!r}, which trained {seeds}.")
+    return seed - first
+
+
 class SavedPolicy(NamedTuple):
     """What export and evaluation need of a trained agent. ``observation_size``: an int (one
     observation array) or one shape per sensor; ``normalizer`` matches it (a tuple per sensor)."""
@@ -141,6 +169,7 @@ class SavedPolicy(NamedTuple):
     normalizer: Any
     behavior: str
     steps: int
+    seed: int = 0  # the seed this agent started from, as the run labels it
 
 
 def policy_meta(config: PPOConfig, action_spec: ActionSpec, observation_size,
@@ -152,10 +181,14 @@ def policy_meta(config: PPOConfig, action_spec: ActionSpec, observation_size,
             "observation_size": observations.to_meta(observation_size), "behavior": behavior}
 
 
-def load_policy(run_dir, seed_index: int = 0, steps: int | None = None) -> SavedPolicy:
+def load_policy(run_dir, seed_index: int = 0, steps: int | None = None, *,
+                seed: int | None = None, member: int | None = None) -> SavedPolicy:
     """The policy of a run folder's newest checkpoint, or of the one saved after ``steps``
-    steps; member ``seed_index`` of a seed batch (or sweep). A checkpoint whose behavior name
-    is not a safe file name, or whose policy holds NaN or Inf, is a ``UserError``."""
+    steps; member ``seed_index`` of a seed batch (or sweep), or the agent of seed ``seed``
+    (a run's seeds are labelled by their value: ``--seed 5 --num-seeds 2`` trains seeds 5 and
+    6), or sweep member ``member`` (its member.json ``index``); see ``agent_index``. A
+    checkpoint whose behavior name is not a safe file name, or whose policy holds NaN or Inf,
+    is a ``UserError``."""
     run_dir = pathlib.Path(run_dir)
     if not run_dir.is_dir():
         raise UserError(f"run folder {str(run_dir)!r} does not exist; give a folder written by "
@@ -166,6 +199,8 @@ def load_policy(run_dir, seed_index: int = 0, steps: int | None = None) -> Saved
                         "wait for the first checkpoint.")
     meta, raw = read(path)
     members = int(meta.get("num_members", meta.get("num_seeds", 1)) or 1)
+    if seed is not None or member is not None:
+        seed_index = agent_index(meta, run_dir, seed, member)
     if isinstance(seed_index, bool) or not isinstance(seed_index, int) \
             or not 0 <= seed_index < members:
         raise UserError(f"seed {seed_index!r} is not in run {str(run_dir)!r}, which trained "
@@ -183,8 +218,9 @@ def load_policy(run_dir, seed_index: int = 0, steps: int | None = None) -> Saved
                       else tuple(one(norm[str(i)]) for i in range(len(observation_size))))
         config = PPOConfig(**meta["ppo"])
         spec = ActionSpec.from_meta(meta["action_spec"])
+        label = first_seed(meta) + seed_index % max(1, int(meta.get("num_seeds", 1) or 1))
         policy = SavedPolicy(config, spec, observation_size, params, normalizer,
-                             str(meta["behavior"]), int(meta["steps"]))
+                             str(meta["behavior"]), int(meta["steps"]), label)
     except (KeyError, TypeError, ValueError, IndexError) as err:
         raise UserError(f"checkpoint {str(path)!r} is corrupt or not a jppo checkpoint "
                         f"({type(err).__name__}: {err}).") from None

@@ -19,7 +19,6 @@ from __future__ import annotations
 import copy
 import dataclasses
 import math
-from typing import Any
 
 from jppo.errors import UserError, brief
 from jppo.runs import keys as K

@@ -24,7 +24,8 @@ class Launch:
     quiet: bool = False
     """No progress bar and no log lines (--quiet)."""
     stop_after_steps: Optional[int] = None
-    """Stop with a checkpoint after about this many more steps (--stop-after-steps)."""
+    """Stop with a checkpoint once this many more steps are done (--stop-after-steps): at the
+    first update past them (JAX loop), or the first step (host loop)."""
     sweep: Optional[Sweep] = None
     """JAX environments: hyperparameter values trained side by side (--sweep)."""
     split_minibatches: bool = False

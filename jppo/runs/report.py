@@ -53,27 +53,39 @@ def write_failure(err: OSError, run_id: str, step: int, saved_at: int) -> RunFau
                               saved_at, False), 1)
 
 
-def seed_rows(history: list, count: int, step: int) -> list[dict]:
-    """One row per seed (or member): final and best mean reward, last episode length, speed."""
+def seed_rows(history: list, count: int, step: int, first_seed: int = 0) -> list[dict]:
+    """One row per seed (or member), labelled by its seed (``first_seed + i``): final and best
+    mean reward, last episode length, speed."""
     rows = []
     for seed in range(count):
         rewards = [h[seed]["cumulative_reward"] for h in history
                    if not math.isnan(h[seed]["cumulative_reward"])]
         last = history[-1][seed] if history else {}
-        rows.append({"seed": seed, "steps": step, "final_reward": rewards[-1] if rewards else math.nan,
+        rows.append({"seed": first_seed + seed, "steps": step, "final_reward": rewards[-1] if rewards else math.nan,
                      "best_reward": max(rewards) if rewards else math.nan,
                      "episode_length": last.get("episode_length", math.nan),
-                     "steps_per_second": last.get("steps_per_second", 0.0)})
+                     "steps_per_second_last_period": last.get("steps_per_second", 0.0)})
     return rows
 
 
 def run_info(settings: RunSettings, outcome: Outcome) -> dict:
-    """What every run_info.json holds: the run, its length and timings, the JAX build."""
+    """What every run_info.json holds: the run, its length and timings, the JAX build.
+    ``steps_per_second`` is the whole run's (the steps this process trained over ``train_s``,
+    compile excluded); each seed row's ``steps_per_second_last_period`` is its last summary
+    period's, as the table shows it."""
     o = outcome
     return {"env": o.env, "num_envs": o.num_envs, "num_seeds": settings.num_seeds, "steps": o.steps,
             "complete": o.complete, "compile_s": round(o.compile_s, 3), "train_s": round(o.train_s, 3),
             "steps_per_second": round(o.session_steps / o.train_s, 1) if o.train_s else None,
             "jax": jax.__version__, "backend": jax.default_backend()}
+
+
+def whole_run_rate(info: dict, outcome: Outcome) -> str:
+    """The table's caption: the whole run's speed, as run_info.json has it."""
+    if info["steps_per_second"] is None:
+        return ""
+    return (f"whole run: {info['steps_per_second']:,.0f} steps/s ({outcome.session_steps:,} "
+            f"steps in {outcome.train_s:,.1f} s, compile excluded; run_info.json)")
 
 
 def finish(settings: RunSettings, folder: RunFolder, outcome: Outcome,
@@ -82,12 +94,13 @@ def finish(settings: RunSettings, folder: RunFolder, outcome: Outcome,
     title = f"{settings.behavior} on {outcome.env}"
     plot_learning_curve(folder.path / "progress.csv", folder.path / "learning_curve.png",
                         f"{title} ({settings.run_id})")
-    rows = seed_rows(outcome.history, settings.num_seeds, outcome.steps)
+    rows = seed_rows(outcome.history, settings.num_seeds, outcome.steps, settings.seed)
     models = (export_models(settings, folder, display)
               if outcome.complete and settings.export_onnx else [])
-    summary_table(display.console, f"{title}: {'done' if outcome.complete else 'stopped'}", rows)
     info = {**run_info(settings, outcome), "seeds": rows, "models": [str(m) for m in models],
             **outcome.extra_info}
+    summary_table(display.console, f"{title}: {'done' if outcome.complete else 'stopped'}", rows,
+                  whole_run_rate(info, outcome))
     write_json(folder, "run_info.json", info)
     return info
 
@@ -154,9 +167,9 @@ def export_models(settings: RunSettings, folder: RunFolder, display: ProgressDis
         return []
     if members is None:
         single = settings.num_seeds == 1
-        targets = [(seed, folder.path / (f"{settings.behavior}.onnx" if single else
-                                         f"{settings.behavior}-seed{seed}.onnx"), {})
-                   for seed in range(settings.num_seeds)]
+        targets = [(i, folder.path / (f"{settings.behavior}.onnx" if single else
+                                      f"{settings.behavior}-seed{settings.seed + i}.onnx"), {})
+                   for i in range(settings.num_seeds)]
     else:
         targets = [(m.index, member_dir(folder.path, m) / f"{settings.behavior}.onnx", m.values)
                    for m in members]

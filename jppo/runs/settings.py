@@ -32,11 +32,11 @@ import yaml
 
 from jppo.core.config import ConfigError, ConfigWarning, PPOConfig, field_names
 from jppo.errors import UserError, brief
-from jppo.runs import document, environment_parameters
+from jppo.runs import document, environment_parameters, shipped
 from jppo.runs.config_file import number_text, read_yaml
 
-# The main job's config: the repository's configs/3DBall.yaml.
-DEFAULT_CONFIG = pathlib.Path(__file__).resolve().parents[2] / "configs" / "3DBall.yaml"
+# The main job's config: configs/3DBall.yaml, from the checkout or the installed package.
+DEFAULT_CONFIG = shipped.default()
 
 
 # Seeds and worker counts reach int32 arrays and Unity's protocol (an int32 seed).

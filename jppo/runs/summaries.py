@@ -1,8 +1,11 @@
 """Training summaries: TensorBoard with ML-Agents' tag names, a CSV of the same, a curve PNG.
 
     results/<run-id>/<behavior>/events.out.tfevents.*     (one folder per seed if several:
-    results/<run-id>/progress.csv                          <behavior>-seed<i>/)
+    results/<run-id>/progress.csv                          <behavior>-seed<s>/)
     results/<run-id>/learning_curve.png
+
+Seeds are labelled by the seed they start from (``--seed 5 --num-seeds 2``: seeds 5 and 6) in
+folder names and in progress.csv's ``seed`` column.
 """
 from __future__ import annotations
 
@@ -66,10 +69,11 @@ def summary_row(episodes, return_sum, return_sq_sum, length_sum,
     return row
 
 
-def tensorboard_dirs(run_dir: pathlib.Path, behavior: str, num_seeds: int) -> list[pathlib.Path]:
+def tensorboard_dirs(run_dir: pathlib.Path, behavior: str, num_seeds: int,
+                     first_seed: int = 0) -> list[pathlib.Path]:
     if num_seeds == 1:
         return [run_dir / behavior]
-    return [run_dir / f"{behavior}-seed{i}" for i in range(num_seeds)]
+    return [run_dir / f"{behavior}-seed{first_seed + i}" for i in range(num_seeds)]
 
 
 class _EventFile:
@@ -126,7 +130,9 @@ class RunLog:
     checkpoint survive any crash that the checkpoint survives.
     """
 
-    def __init__(self, run_dir: pathlib.Path, behavior: str, num_seeds: int, resume_step: int | None):
+    def __init__(self, run_dir: pathlib.Path, behavior: str, num_seeds: int, resume_step: int | None,
+                 first_seed: int = 0):
+        self.seeds = range(first_seed, first_seed + num_seeds)
         self.csv_path = run_dir / "progress.csv"
         if resume_step is not None and self.csv_path.exists():
             self._truncate_csv(resume_step)
@@ -136,7 +142,8 @@ class RunLog:
         if new_file:
             self._csv.writeheader()
         purge = None if resume_step is None else resume_step + 1
-        self._events = [_EventFile(d, purge) for d in tensorboard_dirs(run_dir, behavior, num_seeds)]
+        self._events = [_EventFile(d, purge)
+                        for d in tensorboard_dirs(run_dir, behavior, num_seeds, first_seed)]
 
     def _truncate_csv(self, step: int):
         with self.csv_path.open(newline="") as f:
@@ -150,7 +157,7 @@ class RunLog:
         """``per_seed[i]`` maps metric names (keys of ``TAGS``) to floats; NaN means no data."""
         from tensorboardX.proto.summary_pb2 import Summary  # loaded by __init__ already
 
-        for seed, (events, values) in enumerate(zip(self._events, per_seed)):
+        for seed, events, values in zip(self.seeds, self._events, per_seed):
             # ML-Agents' dashboards and scripts expect the tag names with spaces
             # ("Environment/Cumulative Reward"), which add_scalar would rewrite: built here.
             # A name that is already a tag (an environment parameter's "Environment/Lesson
