@@ -13,7 +13,6 @@ import numpy as np
 import pytest
 import yaml
 from mlagents_envs.side_channel.environment_parameters_channel import EnvironmentParametersChannel
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 import jppo
 from jppo.core.policy import make_policy
@@ -28,6 +27,8 @@ from jppo.runs import checkpoint, environment_parameters as ep
 from jppo.runs.settings import parse
 from jppo.standin.server import StandIn, free_port
 from jppo.train import main
+
+from event_files import scalars  # noqa: E402 (tests/)
 
 # ML-Agents' config/ppo/3DBall_randomize.yaml (release 19): its environment_parameters.
 RANDOMIZE = {
@@ -210,9 +211,7 @@ def test_a_curriculum_advances_on_reward_then_progress_without_recompiling(tmp_p
     # lesson ten's require_reset starts every copy's episode afresh under lesson twenty.
     assert rewards[:6] == [3.0, (4 * 3 + 12 * 30) / 16, 30.0, 30.0, 30.0, 30.0]
     assert all(60.0 <= r <= 63.0 for r in rewards[6:]) and len(rewards) == 10
-    events = EventAccumulator(str(tmp_path / "curriculum" / "Probe"))
-    events.Reload()
-    lessons = [e.value for e in events.Scalars("Environment/Lesson Number/p")]
+    lessons = [v for _, v in scalars(tmp_path / "curriculum" / "Probe")["Environment/Lesson Number/p"]]
     assert lessons == [1, 1, 1, 1, 1, 2, 2, 2, 2, 2]
 
 
@@ -298,6 +297,5 @@ def test_a_unity_run_sends_the_next_lesson_when_progress_passes_the_threshold(tm
     # Steps pass 0.3 x 3000 before the first summary (1200); the resumed run resets Unity with
     # the first lesson, then sends the checkpoint's lesson with its first step.
     assert received == [[bytes(m) for m in first.message_queue]] * 2
-    events = EventAccumulator(str(tmp_path / "unity-curriculum" / "3DBall"))
-    events.Reload()
-    assert [e.value for e in events.Scalars("Environment/Lesson Number/scale")] == [1, 1, 1]
+    shown = scalars(tmp_path / "unity-curriculum" / "3DBall")["Environment/Lesson Number/scale"]
+    assert [value for _, value in shown] == [1, 1, 1]

@@ -16,6 +16,7 @@ import yaml
 
 from jppo.runs import checkpoint
 from jppo.train import main
+from event_files import events
 from tiny_config import tiny_cartpole
 
 # The CLI in a child process whose checkpoint writes take half a second longer: a signal sent
@@ -132,21 +133,13 @@ EXACT = tiny_cartpole(2048, summary_freq=256, checkpoint_interval=512, keep_chec
 def scalars(run: pathlib.Path, behavior="CartPole") -> dict:
     """``{(tag, step): value}`` as TensorBoard shows the run's event files: a SessionLog START
     at step S (written on resume) hides the events from S on that came before it."""
-    from tensorboardX.proto import event_pb2
-
     shown: dict = {}
-    for path in sorted((run / behavior).glob("events.out.tfevents.*")):
-        data = path.read_bytes()
-        at = 0
-        while at < len(data):
-            (length,) = np.frombuffer(data[at:at + 8], "<u8")
-            event = event_pb2.Event.FromString(data[at + 12:at + 12 + int(length)])
-            at += 12 + int(length) + 4
-            if event.HasField("session_log") and event.session_log.status == event.session_log.START:
-                shown = {k: v for k, v in shown.items() if k[1] < event.step}
-            for value in event.summary.value:
-                if not value.tag.startswith("Performance/"):  # timings differ from run to run
-                    shown[(value.tag, event.step)] = value.simple_value
+    for event in events(run / behavior):
+        if event.HasField("session_log") and event.session_log.status == event.session_log.START:
+            shown = {k: v for k, v in shown.items() if k[1] < event.step}
+        for value in event.summary.value:
+            if not value.tag.startswith("Performance/"):  # timings differ from run to run
+                shown[(value.tag, event.step)] = value.simple_value
     return shown
 
 

@@ -2,7 +2,6 @@
 import hashlib
 import json
 import pathlib
-import struct
 import subprocess
 import sys
 
@@ -12,6 +11,7 @@ import yaml
 
 from jppo.runs import checkpoint
 from jppo.train import main
+from event_files import scalars
 from tiny_config import tiny_cartpole
 
 TINY = tiny_cartpole(1536, keep_checkpoints=2)
@@ -138,19 +138,8 @@ def test_corrupt_checkpoint_is_refused(finished_run, capsys):
 
 
 def read_event_tags(folder: pathlib.Path) -> set:
-    """Scalar tags in TensorBoard event files (TFRecord framing, parsed with tensorboardX's protos)."""
-    from tensorboardX.proto import event_pb2
-
-    tags = set()
-    for path in folder.glob("events.out.tfevents.*"):
-        data = path.read_bytes()
-        offset = 0
-        while offset < len(data):
-            (length,) = struct.unpack("<Q", data[offset:offset + 8])
-            event = event_pb2.Event.FromString(data[offset + 12:offset + 12 + length])
-            offset += 12 + length + 4
-            tags.update(v.tag for v in event.summary.value)
-    return tags
+    """Scalar tags in TensorBoard event files."""
+    return set(scalars(folder))
 
 
 def test_run_folder_contents(finished_run):
