@@ -139,8 +139,10 @@ def test_a_hung_worker_is_reported_with_the_real_wait_and_killed(tmp_path):
         standin.wait()
     match = re.fullmatch(rf"jppo: error: Unity worker 0 \(port {port}\) stopped answering for "
                          r"(\d+) s: its worker process hung \(Unity's own 2 s timeout never fired\); "
-                         r"run 'ball' stopped at step \d+, saved there: continue with --resume once "
-                         r"the environment works again\.\n", err)
+                         r"run 'ball' stopped at step (\d+), (saved there: continue with --resume once "
+                         r"the environment works again|its last checkpoint \(step \2\) is intact: "
+                         r"continue with --resume)\.\n", err)
+    # The stop saves unless the worker froze just as a checkpoint of that very step was written.
     assert match and proc.returncode == 1, err
     waited = int(match.group(1))
     assert 6 <= waited <= took + 1 and took < waited + 10  # said as waited; no 10 s close on top
