@@ -1,0 +1,155 @@
+"""Several behaviors in one run (a Unity scene with several agent types), through the Unity
+stand-in's real protocol: one policy, update, checkpoints, summaries and ONNX model per
+behavior, trained together from the same workers; each behavior stops learning at its own
+max_steps; the run resumes; what cannot be trained is one sentence."""
+import collections
+import json
+import warnings
+
+import pytest
+import yaml
+
+from jppo.core.config import ConfigWarning
+from jppo.runs import checkpoint, environment_parameters as ep
+from jppo.runs.settings import parse
+from jppo.runs.summaries import read_curve
+from event_files import scalars  # tests/
+from test_unity_training import one_line_error, standins, train
+
+pytestmark = pytest.mark.slow
+
+
+def section(buffer: int, max_steps: int, hidden: int = 32) -> dict:
+    return {"trainer_type": "ppo",
+            "hyperparameters": {"batch_size": buffer // 5, "buffer_size": buffer,
+                                "learning_rate": 3e-4, "beta": 5e-3, "epsilon": 0.2,
+                                "lambd": 0.95, "num_epoch": 2},
+            "network_settings": {"normalize": True, "hidden_units": hidden, "num_layers": 2},
+            "reward_signals": {"extrinsic": {"gamma": 0.99, "strength": 1.0}},
+            "max_steps": max_steps, "time_horizon": 50, "summary_freq": buffer,
+            "checkpoint_interval": buffer, "keep_checkpoints": 2}
+
+
+# The stand-in's 3DBall with its two-behaviors fault: agents 0-5 are "3DBall", 6-11
+# "3DBallCopy", each announced as its own behavior. The two train with their own settings:
+# other network widths, buffers and max_steps.
+TWO = {"behaviors": {"3DBall": section(300, 1200), "3DBallCopy": section(240, 600, hidden=16)},
+       "jppo": {"timeout_wait": 10}}
+
+
+def write(folder, data, name="two.yaml") -> str:
+    path = folder / name
+    path.write_text(yaml.safe_dump(data))
+    return str(path)
+
+
+def test_two_behaviors_train_together_each_with_its_own_policy_and_files(tmp_path, capsys):
+    from jppo.train import main
+
+    with standins(tmp_path, ["two-behaviors"]) as (port, procs, logs):
+        assert main([write(tmp_path, TWO), "--env", "editor", "--base-port", str(port),
+                     "--results-dir", str(tmp_path / "results"), "--run-id", "ball",
+                     "--no-export"]) == 0
+    out = capsys.readouterr().out
+    run = tmp_path / "results" / "ball"
+    info = json.loads((run / "run_info.json").read_text())
+    assert set(info["behaviors"]) == {"3DBall", "3DBallCopy"}
+    for name, hidden, max_steps, buffer in (("3DBall", 32, 1200, 300), ("3DBallCopy", 16, 600, 240)):
+        folder = run / name
+        policy = checkpoint.load_policy(folder)
+        # Its own network and its own step count, stopped at its own max_steps: once past
+        # it the behavior acts on but neither counts nor learns.
+        assert (policy.behavior, policy.config.hidden_units) == (name, hidden)
+        assert max_steps <= policy.steps < max_steps + 200, (name, policy.steps)
+        assert info["behaviors"][name]["steps"] == policy.steps
+        assert info["behaviors"][name]["complete"]
+        meta, _ = checkpoint.read(checkpoint.latest(folder))
+        assert meta["unity_behavior"] == f"{name}?team=0" and meta["driver"] == "host"
+        curve = read_curve(folder / "progress.csv")[0]
+        assert [s for s, _ in curve][-1] == policy.steps and len(curve) >= 2
+        # TensorBoard events in the behavior's own folder, as ML-Agents writes them.
+        assert scalars(folder)["Environment/Cumulative Reward"]
+        assert f"[INFO] {name}. Step: " in out
+    assert info["steps"] == sum(info["behaviors"][n]["steps"] for n in info["behaviors"])
+    # The run folder names its behaviors where a single policy is asked of it.
+    with pytest.raises(Exception, match="trained several behaviors \\(3DBall, 3DBallCopy\\)"):
+        checkpoint.load_policy(run)
+    # jppo's configuration.yaml holds both behaviors and reads back to the run's settings.
+    saved = yaml.safe_load((run / "configuration.yaml").read_text())
+    assert set(saved["behaviors"]) == {"3DBall", "3DBallCopy"}
+    assert set(saved["jppo"]["run_record"]["behaviors"]) == {"3DBall", "3DBallCopy"}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConfigWarning)
+        again = parse(saved)
+        first = parse(TWO)
+    assert [again.for_behavior(n).ppo for n in again.behavior_names] == [
+        first.for_behavior(n).ppo for n in first.behavior_names]
+
+
+def test_a_run_of_two_behaviors_resumes_each_from_its_own_checkpoint(tmp_path, capsys):
+    data = yaml.safe_load(yaml.safe_dump(TWO))
+    with standins(tmp_path, ["two-behaviors"]) as (port, procs, logs):
+        assert train(tmp_path, write(tmp_path, data), port, "--no-export",
+                     "--stop-after-steps", "500") == 0
+    run = tmp_path / "results" / "ball"
+    stopped = {n: checkpoint.load_policy(run / n).steps for n in ("3DBall", "3DBallCopy")}
+    assert all(0 < s < 600 for s in stopped.values()), stopped
+    capsys.readouterr()
+    with standins(tmp_path, ["two-behaviors"]) as (port, procs, logs):
+        assert train(tmp_path, write(tmp_path, data), port, "--no-export", "--resume") == 0
+    for name, max_steps in (("3DBall", 1200), ("3DBallCopy", 600)):
+        rows = read_curve(run / name / "progress.csv")[0]
+        steps = [s for s, _ in rows]
+        assert steps == sorted(steps) and steps[-1] >= max_steps  # appended after the checkpoint
+        assert checkpoint.load_policy(run / name).steps >= max_steps
+
+
+def test_a_behavior_the_configuration_does_not_name_is_one_sentence(tmp_path, capsys):
+    data = yaml.safe_load(yaml.safe_dump(TWO))
+    data["behaviors"]["Other"] = data["behaviors"].pop("3DBallCopy")
+    with standins(tmp_path, ["two-behaviors"]) as (port, procs, logs):
+        assert train(tmp_path, write(tmp_path, data), port) == 2
+    assert one_line_error(capsys) == (
+        "the scene has behavior '3DBallCopy', which the configuration does not train (3DBall, "
+        "Other); add a section for it under 'behaviors', or give it a model or Heuristic Only "
+        "in Behavior Parameters.")
+    assert not checkpoint.newest_anywhere(tmp_path / "results" / "ball")
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--env", "3DBall"], "the configuration trains 2 behaviors (3DBall, 3DBallCopy); several "
+     "behaviors train together through Unity only (a scene with several agent types): give "
+     "--env a build or 'editor', or keep one behavior for --env 3DBall."),
+    (["--env", "editor", "--devices", "2"], "--devices is not supported with several behaviors "
+     "(3DBall, 3DBallCopy); a run of several behaviors trains in one process on one device."),
+])
+def test_what_several_behaviors_cannot_do_is_refused_by_name(tmp_path, capsys, args, message):
+    from jppo.train import main
+
+    assert main([write(tmp_path, TWO), "--results-dir", str(tmp_path / "r"), *args]) == 2
+    assert one_line_error(capsys) == message
+    assert not (tmp_path / "r").exists()
+
+
+def test_a_lesson_reads_its_own_behaviors_rewards_and_progress():
+    """ML-Agents' EnvironmentParameterManager: a lesson's criteria read the named behavior's
+    reward buffer and steps / max_steps; a change clears every behavior's buffer."""
+    value = {"wall": {"curriculum": [
+        {"name": "low", "value": 1.0, "completion_criteria": {
+            "measure": "reward", "behavior": "Big", "threshold": 0.5, "min_lesson_length": 2,
+            "signal_smoothing": False}},
+        {"name": "high", "value": 2.0}]},
+        "gap": {"curriculum": [
+            {"name": "near", "value": 1.0, "completion_criteria": {
+                "measure": "progress", "behavior": "Small", "threshold": 0.25}},
+            {"name": "far", "value": 3.0}]}}
+    curriculum = ep.Curriculum(ep.plan(ep.normalize(value), 0))
+    curriculum.add_rewards([1.0, 1.0], "Small")  # the other behavior's rewards do not count
+    assert curriculum.update({"Big": 0.9, "Small": 0.1}) == ([], False)
+    curriculum.add_rewards([0.4, 0.8], "Big")  # mean 0.6 > 0.5, two episodes
+    assert curriculum.update({"Big": 0.0, "Small": 0.2}) == (["wall"], False)
+    assert all(not buffer for buffer in curriculum.rewards.values())
+    assert curriculum.update({"Big": 0.0, "Small": 0.3}) == (["gap"], False)
+    assert curriculum.lesson_numbers() == {"wall": 1, "gap": 1}
+    counts = collections.Counter(curriculum.samplers()[n].numbers[0] for n in ("wall", "gap"))
+    assert counts == {2.0: 1, 3.0: 1}
