@@ -11,6 +11,7 @@ import sys
 import numpy as np
 import pytest
 from mlagents_envs.base_env import ActionTuple
+from mlagents_envs.communicator_objects.unity_message_pb2 import UnityMessageProto
 from mlagents_envs.environment import UnityEnvironment
 from mlagents_envs.side_channel.engine_configuration_channel import EngineConfigurationChannel
 from mlagents_envs.side_channel.environment_parameters_channel import EnvironmentParametersChannel
@@ -279,3 +280,23 @@ def test_launched_composite_plays_with_per_part_agents_and_closes_cleanly():
         if proc.poll() is None:
             proc.kill()
         proc.wait()
+
+
+def test_wire_every_behavior_listed_and_brain_parameters_with_its_first_agents():
+    """As RpcCommunicator.cs: each subscribed behavior has its agent list in every message
+    (empty when it has nothing this frame), and its BrainParametersProto rides on the first
+    message whose list for it is not empty."""
+    standin = StandIn(1, scene="3DBall+Basic", seed=0)
+    for part in standin.parts:
+        part.scene.reset_all(mid_step=False)
+
+    def message(deciding):
+        out = UnityMessageProto.FromString(standin._step_message(deciding)).unity_output
+        lists = {name: len(infos.value) for name, infos in out.rl_output.agentInfos.items()}
+        brains = [b.brain_name for b in out.rl_initialization_output.brain_parameters]
+        return lists, brains
+
+    assert message([False, True]) == ({BALL: 0, BASIC: 1}, [BASIC])
+    assert message([False, True]) == ({BALL: 0, BASIC: 1}, [])
+    assert message([True, True]) == ({BALL: 12, BASIC: 1}, [BALL])
+    assert message([True, False]) == ({BALL: 12, BASIC: 0}, [])
