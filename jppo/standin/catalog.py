@@ -10,6 +10,17 @@
 
 ``max_step`` is the scene's Agent.MaxStep: physics steps for 3DBall and 3DBallHard (5000,
 decisions every 5), decisions for the others (GridWorld 100, Reach 50; Basic has none).
+
+Scenes combine into one Unity scene with several behaviors, ``A+B`` (``jppo.standin.composite``):
+
+| composite | behaviors | agents | decisions |
+|---|---|---|---|
+| 3DBall+Basic | 3DBall?team=0, Basic?team=0 | 12 + 1 (``--agents 4+1``) | 3DBall every 5 physics steps, Basic every step |
+| GridWorld+3DBall | GridWorld?team=0, 3DBall?team=0 | 9 + 12 | GridWorld every step (masked), 3DBall every 5 |
+| Basic:Left+Basic:Right | Left?team=0, Right?team=0 | 1 + 1 | the same scene twice needs a name per part |
+
+Any ``+``-joined list of the scenes above plays; each part keeps its own agents, sensors,
+actions, decision period, MaxStep and seed stream.
 """
 from __future__ import annotations
 

@@ -20,7 +20,13 @@ DecisionRequester.cs):
    (no terminal infos) and restarts the academy clock.
 4. An answer with header status 400 (``close()``) or a QUIT command ends the process with code 0.
 
-Run ``python -m jppo.standin --port P [--scene 3DBall] [--agents N] [--seed S] [--fault F]``
+A composite scene (``--scene 3DBall+Basic``) plays a Unity scene with several Behavior
+Parameters: each part its own behavior, agents, sensors, actions, decision period, episode ends
+and masks, on one academy clock; a message goes out in a frame in which any part decides or has
+terminal infos, with every behavior's list (empty when it has nothing), and side channels and
+RESET reach every part (``jppo.standin.composite``).
+
+Run ``python -m jppo.standin --port P [--scene 3DBall|A+B] [--agents N|N+M] [--seed S] [--fault F]``
 (scenes: ``jppo.standin.catalog``); faults for tests: ``silent-after=N``, ``die-after=N``,
 ``bad-shape``, ``nan-after=N``, ``two-behaviors``, ``image-sensor`` and ``buffer-sensor`` (an
 extra sensor jppo does not train) (N counts messages sent, the two initialization messages
@@ -40,15 +46,13 @@ from dataclasses import dataclass
 
 import grpc
 import jax
-import numpy as np
-from mlagents_envs.communicator_objects.brain_parameters_pb2 import ActionSpecProto, BrainParametersProto
 from mlagents_envs.communicator_objects.capabilities_pb2 import UnityRLCapabilitiesProto
 from mlagents_envs.communicator_objects.command_pb2 import QUIT, RESET, STEP
 from mlagents_envs.communicator_objects.header_pb2 import HeaderProto
 from mlagents_envs.communicator_objects.unity_message_pb2 import UnityMessageProto
 
-from jppo.standin.catalog import SCENES, make_scene
-from jppo.standin.scenes import Sensor
+from jppo.standin.catalog import SCENES
+from jppo.standin.composite import EXTRA_SENSORS, make_parts, seed_parts  # noqa: F401 (re-exported)
 from jppo.standin.wire import HEADER_200 as _HEADER_200
 from jppo.standin.wire import DIMENSION_NONE, InfoEncoder, encode_output  # noqa: F401 (re-exported)
 
@@ -56,10 +60,6 @@ BEHAVIOR = "3DBall?team=0"
 SECOND_BEHAVIOR = "3DBallCopy?team=0"  # the two-behaviors fault: the second half of the agents
 API_VERSION = "1.5.0"
 PACKAGE_VERSION = "2.2.1-exp.1"  # com.unity.ml-agents in ML-Agents release 19
-# The extra sensors of the image-sensor and buffer-sensor faults: a small camera, and a
-# BufferSensor of up to 4 entities of 6 floats (DimensionProperty VariableSize, None).
-EXTRA_SENSORS = {"image-sensor": Sensor("CameraSensor", (8, 8, 3), 0, (2, 2, 1)),
-                 "buffer-sensor": Sensor("BufferSensor_size6", (4, 6), 0, (4, 1))}
 DIE_EXIT_CODE = 3
 _NO_SERVER_EXIT_CODE = 2
 EXCHANGE = "/communicator_objects.UnityToExternalProto/Exchange"  # the one RPC of UnityToExternalProtoStub
@@ -107,46 +107,42 @@ def free_port() -> int:
 class StandIn:
     """A Unity player: ``run()`` connects to ``localhost:port`` and plays until Python closes.
 
-    ``scene`` one of ``jppo.standin.catalog.SCENES`` (3DBall); ``agents`` in the scene (the
-    scene's own count by default); ``seed`` overrides the seed Python sends; ``fault`` a Fault
-    or its text; ``max_step`` is the scene's Agent.MaxStep (physics steps for 3DBall);
-    ``connect_timeout`` bounds the wait for the server; ``hard_exit`` makes ``die-after`` end
-    the whole process (the CLI), otherwise ``run`` just drops the connection and returns.
-    ``run`` returns the exit code; ``exit_reason``, ``messages`` (sent), ``physics_steps``,
-    ``actions_received``, ``masked_actions`` (discrete choices received that the agent's mask
-    forbade) and ``scene`` (engine configuration, parameters) tell tests what happened.
+    ``scene`` one of ``jppo.standin.catalog.SCENES`` (3DBall), or several joined by ``+``
+    (``3DBall+Basic``: one behavior each, see ``jppo.standin.composite``); ``agents`` in the
+    scene (the scene's own count by default; for a composite ``"4+1"`` or a list, one per
+    part); ``seed`` overrides the seed Python sends; ``fault`` a Fault or its text (sensor
+    faults shape a composite's first part); ``max_step`` is the scene's Agent.MaxStep (physics
+    steps for 3DBall; per part like ``agents``); ``connect_timeout`` bounds the wait for the
+    server; ``hard_exit`` makes ``die-after`` end the whole process (the CLI), otherwise ``run``
+    just drops the connection and returns. ``run`` returns the exit code; ``exit_reason``,
+    ``messages`` (sent), ``physics_steps``, ``actions_received`` and ``masked_actions``
+    (discrete choices received that the agent's mask forbade; both summed over parts) tell
+    tests what happened, with ``scene`` (a single scene: engine configuration, parameters) or,
+    for any scene, ``parts`` (``composite.Part``: ``name``, ``behavior``, ``scene``) and
+    ``scenes`` (scene by behavior name without the team suffix).
     """
 
-    def __init__(self, port: int, agents: int | None = None, seed: int | None = None,
-                 fault: Fault | str | None = None, max_step: int | None = None,
+    def __init__(self, port: int, agents: int | str | list | None = None, seed: int | None = None,
+                 fault: Fault | str | None = None, max_step: int | str | list | None = None,
                  connect_timeout: float = 60.0, hard_exit: bool = False, scene: str = "3DBall"):
         self.port, self.seed, self.connect_timeout = port, seed, connect_timeout
         self.fault = fault if isinstance(fault, Fault) else Fault.parse(fault)
         self.hard_exit = hard_exit
-        self.scene, name = make_scene(scene, agents, seed or 0, max_step)
-        n = self.scene.n
-        # (behavior, first agent, end): the two-behaviors fault gives the second half of the
-        # agents another behavior name (the agent count, and so the compiled physics, stay).
-        half = n // 2 if self.fault.kind == "two-behaviors" else n
-        self.groups = ([(f"{name}?team=0", 0, half)]
-                       + ([(f"{name}Copy?team=0", half, n)] if half < n else []))
-        sensors = list(self.scene.sensors)
-        if self.fault.kind == "bad-shape":  # the first sensor one float short
-            size = sensors[0].shape[0] - 1
-            name = f"VectorSensor_size{size}" if sensors[0].name.startswith("VectorSensor_size") \
-                else sensors[0].name
-            sensors[0] = sensors[0]._replace(name=name, shape=(size,))
-        if self.fault.kind in EXTRA_SENSORS:
-            sensors.append(EXTRA_SENSORS[self.fault.kind])
-        self.sensors = sensors
-        self._encoder = InfoEncoder(sensors)
+        self.parts = make_parts(scene, agents, seed or 0, max_step, self.fault.kind)
+        self.scenes = {part.behavior: part.scene for part in self.parts}
         self.messages = self.physics_steps = 0
-        self.actions_received = self.masked_actions = 0  # see _count_masked
-        self._allowed = None  # the masks of the last decision requests
+        self.actions_received = self.masked_actions = 0  # see Part.count_masked
         self.exit_reason: str | None = None
-        self._brains_sent: set[str] = set()
         self._stop = threading.Event()
         self._channel: grpc.Channel | None = None
+
+    @property
+    def scene(self):
+        """The scene of a single-scene stand-in (a composite has ``parts`` and ``scenes``)."""
+        if len(self.parts) != 1:
+            raise AttributeError("a composite stand-in has several scenes: read .parts or "
+                                 ".scenes[behavior]")
+        return self.parts[0].scene
 
     # ------------------------------------------------------------ lifecycle
 
@@ -173,8 +169,9 @@ class StandIn:
             self._channel.close()
 
     def warm_up(self) -> None:
-        """Compile the jitted scene before connecting, so Python's first reset does not wait."""
-        self.scene.warm_up()
+        """Compile the jitted scenes before connecting, so Python's first reset does not wait."""
+        for part in self.parts:
+            part.scene.warm_up()
 
     # ------------------------------------------------------------ messages out
 
@@ -219,122 +216,71 @@ class StandIn:
             multiAgentGroups=True))
         answer = self._exchange(init.SerializeToString())
         if self.seed is None:
-            self.scene.seed(answer.rl_initialization_input.seed)
+            seed_parts(self.parts, answer.rl_initialization_input.seed)
         # RpcCommunicator.Initialize's second call: a message without unity_output.
         answer = self._exchange(_HEADER_200)
         self._read_input(answer.rl_input)
         # RESET or not, the academy resets before its first step (m_HadFirstReset).
-        self.scene.reset_all(mid_step=False)
+        for part in self.parts:
+            part.scene.reset_all(mid_step=False)
 
     def _read_input(self, rl_input) -> int:
-        """Side channels first, then the command, as UpdateEnvironmentWithInput does."""
-        self.scene.on_side_channels(rl_input.side_channel)
+        """Side channels first (every part reads them), then the command, as
+        UpdateEnvironmentWithInput does."""
+        for part in self.parts:
+            part.scene.on_side_channels(rl_input.side_channel)
         if rl_input.command == QUIT:
             raise _End("quit command")
         return rl_input.command
 
-    def _infos(self, ids, obs: list, rewards, done: bool, maxed, allowed=None) -> list[bytes]:
-        """Encoded AgentInfoProtos of several agents (``obs``: one array per scene sensor);
-        the faults' sensors are shaped here, and nan-after replaces the observations."""
-        m = len(ids)
-        obs = [np.asarray(o, np.float32).reshape(m, int(np.prod(np.shape(o)[1:]))) for o in obs]
-        obs[0] = obs[0][:, :int(np.prod(self.sensors[0].shape))]  # bad-shape
-        obs += [np.zeros((m, int(np.prod(s.shape))), np.float32)
-                for s in self.sensors[len(obs):]]
-        if self.fault.kind == "nan-after" and self.messages >= self.fault.after:
-            obs = [np.full_like(o, np.nan) for o in obs]
-        encode = self._encoder.encode
-        rows = [[o[i].tolist() for o in obs] for i in range(m)]
-        masks = [None] * m if allowed is None else [None if a.all() else ~a for a in allowed]
-        return [encode(int(a), float(r), done, bool(x), values, mask)
-                for a, r, x, values, mask in zip(ids, rewards, maxed, rows, masks)]
-
-    def _step_message(self, ended, decision: bool) -> bytes:
-        """The batch of one frame: per behavior the terminal infos queued in the previous frame
-        (``ended``, or None), then (on a decision step) every agent's decision request."""
-        terminals = self.scene.terminals(ended) if ended is not None else None
-        decisions = self.scene.decisions() if decision else None
-        if decisions is not None:
-            self._allowed = decisions.masks
+    def _step_message(self, deciding: list[bool]) -> bytes:
+        """The batch of one frame: per behavior of every part, the terminal infos its last frame
+        queued, then (on its decision step) every agent's decision request."""
+        nan = self.fault.kind == "nan-after" and self.messages >= self.fault.after
         agent_infos, brains = {}, []
-        for behavior, lo, hi in self.groups:
-            infos = []  # every subscribed behavior has its list, empty or not
-            if terminals is not None:
-                pick = (terminals.rows >= lo) & (terminals.rows < hi)
-                infos += self._infos(terminals.ids[pick], [o[pick] for o in terminals.obs],
-                                     terminals.reward[pick], True, terminals.maxed[pick])
-            if decisions is not None:
-                pick = (decisions.rows >= lo) & (decisions.rows < hi)
-                infos += self._infos(decisions.ids[pick], [o[pick] for o in decisions.obs],
-                                     decisions.reward[pick], False, np.zeros(pick.sum(), bool),
-                                     None if decisions.masks is None else decisions.masks[pick])
-            agent_infos[behavior] = infos
-            if infos and behavior not in self._brains_sent:
-                # Brain parameters ride on the first message that has this behavior's agents.
-                branches = list(self.scene.discrete_branches)
-                spec = ActionSpecProto(num_continuous_actions=self.scene.continuous_size,
-                                       num_discrete_actions=len(branches),
-                                       discrete_branch_sizes=branches)
-                brains.append(BrainParametersProto(brain_name=behavior, is_training=True,
-                                                   action_spec=spec).SerializeToString())
-                self._brains_sent.add(behavior)
+        for part, decision in zip(self.parts, deciding):
+            infos, new = part.entries(decision, nan)
+            agent_infos.update(infos)
+            brains += new
         return encode_output(agent_infos, brains)
 
     # ------------------------------------------------------------ the game loop
 
-    def _actions(self, rl_input) -> tuple[np.ndarray, np.ndarray]:
-        """(continuous float32 [n, c], discrete int32 [n, branches]): the i-th action of a
-        behavior goes to its i-th requesting agent; an agent that got none (behavior missing,
-        list short) acts with zeros, as in Unity."""
-        n, c, b = self.scene.n, self.scene.continuous_size, len(self.scene.discrete_branches)
-        continuous, discrete = np.zeros((n, c), np.float32), np.zeros((n, b), np.int32)
-        for behavior, lo, hi in self.groups:
-            if behavior not in rl_input.agent_actions:
-                continue
-            given = rl_input.agent_actions[behavior].value
-            if len(given) != hi - lo:
-                _LOG.warning("%s: %d actions for %d agents", behavior, len(given), hi - lo)
-            for i, action in enumerate(given[:hi - lo]):
-                values = list(action.continuous_actions or action.vector_actions_deprecated)[:c]
-                continuous[lo + i, :len(values)] = values
-                choices = list(action.discrete_actions)[:b]
-                discrete[lo + i, :len(choices)] = choices
-        return continuous, discrete
-
-    def _count_masked(self, discrete: np.ndarray) -> None:
-        """Count the discrete actions Python chose although the agent's mask forbade them (Unity
-        would carry them out; the tests assert that jppo never sends one)."""
-        self.actions_received += len(discrete)
-        if self._allowed is None or not discrete.shape[1]:
-            return
-        offsets = np.cumsum([0] + list(self.scene.discrete_branches))[:-1]
-        chosen = self._allowed[np.arange(len(discrete))[:, None], offsets + discrete]
-        self.masked_actions += int((~chosen).sum())
+    def _act(self, rl_input, deciding: list[bool]) -> None:
+        """Each deciding part's agents get their behavior's actions, repeated until its next
+        decision."""
+        for part, decision in zip(self.parts, deciding):
+            if decision:
+                continuous, discrete = part.actions(rl_input.agent_actions, _LOG.warning)
+                self.actions_received += len(discrete)
+                self.masked_actions += part.count_masked(discrete)
+                part.scene.set_actions(continuous, discrete)
 
     def _play(self) -> None:
-        """Academy.EnvironmentStep, one FixedUpdate per iteration."""
-        period = self.scene.decision_period
-        step, ended = 0, None  # the academy step count at AgentPreStep
+        """Academy.EnvironmentStep, one FixedUpdate per iteration; one academy clock for all
+        parts, each deciding on its own period."""
+        step = 0  # the academy step count at AgentPreStep
         while True:
-            decision = step % period == 0
+            deciding = [part.decides(step) for part in self.parts]
             reset = False
-            if decision or ended is not None:
-                rl_input = self._exchange(self._step_message(ended, decision)).rl_input
+            if any(deciding) or any(part.ended is not None for part in self.parts):
+                rl_input = self._exchange(self._step_message(deciding)).rl_input
                 if rl_input.side_channel or rl_input.command != STEP:
-                    self.scene.discard_lookahead()  # computed assuming nothing would change
+                    for part in self.parts:  # computed assuming nothing would change
+                        part.scene.discard_lookahead()
                 reset = self._read_input(rl_input) == RESET
                 if reset:
                     # ForcedFullReset inside this frame: the frame still acts (actions of a decision
                     # step are dropped, the repeated ones stay) and runs its physics.
-                    self.scene.reset_all(mid_step=True)
-                    if decision:
-                        self.scene.clear_actions()
-                elif decision:
-                    continuous, discrete = self._actions(rl_input)
-                    self._count_masked(discrete)
-                    self.scene.set_actions(continuous, discrete)
-            horizon = 1 if reset else period - step % period
-            ended = self.scene.advance(horizon)
+                    for part, decision in zip(self.parts, deciding):
+                        part.scene.reset_all(mid_step=True)
+                        if decision:
+                            part.scene.clear_actions()
+                else:
+                    self._act(rl_input, deciding)
+            for part in self.parts:
+                horizon = 1 if reset else part.period - step % part.period
+                part.ended = part.scene.advance(horizon)
             self.physics_steps += 1
             step = 0 if reset else step + 1
 
@@ -342,14 +288,18 @@ class StandIn:
 # ---------------------------------------------------------------- processes
 
 
-def launch(port: int, *, agents: int | None = None, seed: int | None = None,
-           fault: str | None = None, max_step: int | None = None, connect_timeout: float = 60.0,
-           scene: str = "3DBall", **popen) -> subprocess.Popen:
-    """Start ``python -m jppo.standin`` for ``port``; ``popen`` goes to Popen."""
+def launch(port: int, *, agents: int | str | list | None = None, seed: int | None = None,
+           fault: str | None = None, max_step: int | str | list | None = None,
+           connect_timeout: float = 60.0, scene: str = "3DBall", **popen) -> subprocess.Popen:
+    """Start ``python -m jppo.standin`` for ``port``; ``popen`` goes to Popen. ``scene`` may be
+    a composite (``"3DBall+Basic"``); ``agents`` and ``max_step`` then take one value per part
+    (``"4+1"`` or ``[4, 1]``)."""
     command = [sys.executable, "-m", "jppo.standin", "--port", str(port), "--scene", scene,
                "--connect-timeout", str(connect_timeout)]
     for flag, value in (("--agents", agents), ("--seed", seed), ("--fault", fault),
                         ("--max-step", max_step)):
+        if isinstance(value, (list, tuple)):
+            value = "+".join(map(str, value))
         if value is not None:
             command += [flag, str(value)]
     env = {**os.environ, **popen.pop("env", {})}
@@ -372,23 +322,34 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m jppo.standin",
                                      description=__doc__.splitlines()[0])
     parser.add_argument("--port", type=int, required=True)
-    parser.add_argument("--scene", default="3DBall", choices=list(SCENES),
-                        help="the scene to play (default 3DBall)")
-    parser.add_argument("--agents", type=int, default=None, help="default: the scene's own")
+    parser.add_argument("--scene", default="3DBall",
+                        help=f"the scene to play (default 3DBall): one of {', '.join(SCENES)}, or "
+                        "several joined by '+' (3DBall+Basic: one behavior each; SCENE:NAME "
+                        "renames a part's behavior, so Basic:Left+Basic:Right plays Basic twice)")
+    parser.add_argument("--agents", default=None,
+                        help="agents in the scene (default: the scene's own); for a composite, "
+                        "one count per part joined by '+' (e.g. 4+1), or none to keep each "
+                        "part's own")
     parser.add_argument("--seed", type=int, default=None, help="default: the seed Python sends")
-    parser.add_argument("--fault", default=None, help=", ".join(Fault.KINDS))
-    parser.add_argument("--max-step", type=int, default=None,
-                        help="Agent.MaxStep (default: the scene's)")
+    parser.add_argument("--fault", default=None,
+                        help=", ".join(Fault.KINDS) + " (sensor faults shape a composite's first "
+                        "part)")
+    parser.add_argument("--max-step", default=None,
+                        help="Agent.MaxStep (default: the scene's); for a composite, one per "
+                        "part joined by '+'")
     parser.add_argument("--connect-timeout", type=float, default=60.0)
     args = parser.parse_args(argv)
-    _use_compilation_cache()
+    _use_compilation_cache()  # before the scenes touch JAX: the cache is set up once
+    try:
+        standin = StandIn(args.port, agents=args.agents, seed=args.seed, fault=args.fault,
+                          max_step=args.max_step, connect_timeout=args.connect_timeout,
+                          hard_exit=True, scene=args.scene)
+    except ValueError as error:
+        parser.error(str(error))  # one sentence, exit 2
     handler = logging.StreamHandler()  # the stand-in's own lines only, not JAX's start-up notes
     handler.setFormatter(logging.Formatter("unity_standin: %(message)s"))
     _LOG.addHandler(handler)
     _LOG.setLevel(logging.INFO)
-    standin = StandIn(args.port, agents=args.agents, seed=args.seed, fault=args.fault,
-                      max_step=args.max_step, connect_timeout=args.connect_timeout, hard_exit=True,
-                      scene=args.scene)
     standin.warm_up()
     _LOG.info("compiled %s; connecting to localhost:%d", args.scene, args.port)
     code = standin.run()
