@@ -205,7 +205,7 @@ class HostRun:
         primary = not self.learners
         lessons = learner.restore(
             {"driver": session.HOST_DRIVER, "env": env, "num_envs": self.workers,
-             "seed": settings.seed}, self.lessons.state() if primary else None,
+             "seed": settings.seed}, self.launch.resume, self.lessons.state() if primary else None,
             self.display.message)
         if primary and resume_from is not None:
             self.lessons.resume(lessons, self.vec)
@@ -454,7 +454,8 @@ class HostRun:
         elif self._save_progressed(False):
             note = "checkpoint saved. Continue with --resume."
         elif self._saved_at() >= 0:
-            note = f"the checkpoint of step {self._saved_steps_text()} stands. Continue with --resume."
+            note = (f"the checkpoints ({self._saved_steps_text()}) stand." if self.several else
+                    f"the checkpoint of step {self._saved_at()} stands.") + " Continue with --resume."
         else:
             note = "nothing to save yet."
         who = "" if by is None else f"process {by} was interrupted; "
@@ -467,9 +468,9 @@ class HostRun:
         return f"{self.steps} ({', '.join(f'{l.name} {l.steps}' for l in self.learners.values())})"
 
     def _saved_steps_text(self) -> str:
-        if not self.several:
-            return str(self._saved_at())
-        return ", ".join(f"{l.name} {l.saved_at}" for l in self.learners.values() if l.saved_at >= 0)
+        """Each behavior's last checkpoint, in a run of several."""
+        return ", ".join(f"{l.name} at step {l.saved_at}" for l in self.learners.values()
+                         if l.saved_at >= 0)
 
     def _stop_note(self, cause: str, diverged: bool) -> str:
         """The stop's sentence; saves a checkpoint first where the run progressed since the
@@ -478,7 +479,8 @@ class HostRun:
             return f"{cause}; inference stopped at step {self._steps_text()}, nothing written."
         saved_now = self._save_progressed(diverged)
         return report.stop_note(cause, self.settings.run_id, self._steps_text(),
-                                self._saved_at(), saved_now, self._saved_steps_text())
+                                self._saved_at(), saved_now,
+                                self.several and self._saved_steps_text())
 
     # ------------------------------------------------------------------ finish
 

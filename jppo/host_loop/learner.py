@@ -114,16 +114,17 @@ class Learner:
 
     # ------------------------------------------------------------------ setup
 
-    def restore(self, meta: dict, lessons=None, start_message=None) -> Any:
-        """The train state: fresh, initialized from another run, or this run's checkpoint;
-        returns the checkpoint's lessons (or ``lessons`` itself when not resuming)."""
+    def restore(self, meta: dict, resume: bool, lessons=None, start_message=None) -> Any:
+        """The train state: fresh, initialized from another run (or, for --inference with
+        ``resume``, from this run's checkpoint), or this run's checkpoint; returns the
+        checkpoint's lessons (or ``lessons`` itself when not resuming)."""
         config, settings, (name, size, spec) = self.config, self.settings, self.behavior
         self.meta = {**checkpoint.policy_meta(config, spec, size, self.name), **meta,
                      "unity_behavior": name}
         # Jitted: eager initialization compiles each of its small operations separately.
         train_state = jax.jit(lambda key: init_train_state(key, config, size, spec))(
             jax.random.PRNGKey(settings.seed))
-        start_path = initialize.source(settings, self.resume_from is not None)
+        start_path = initialize.source(settings, resume)
         if start_path is not None:  # checked before the run folder is written
             start = initialize.read(start_path)
             initialize.check_shapes(start, self.name, size, spec)
