@@ -181,9 +181,9 @@ def _worker(i, reported=True):
                                  conn=types.SimpleNamespace(close=lambda: None))
 
 
-def _env(file_name="build/3DBall.x86_64", limits=Limits(), workers=2):
+def _env(file_name="build/3DBall.x86_64", limits=Limits(), workers=2, log_folder=None):
     env = UnityVecEnv(file_name, workers, 5005, timeout_wait=5, limits=limits,
-                      environment_parameters={"mass": 2.0})
+                      environment_parameters={"mass": 2.0}, log_folder=log_folder)
     env._workers = [_worker(i) for i in range(workers)]
     started = []
     env._start = lambda i, port_wait=0.0: started.append((i, port_wait)) or _worker(i, False)
@@ -195,8 +195,9 @@ EXITED = ("UnityEnvironmentException", "UnityException", "Exception", "BaseExcep
 SHUT_DOWN = "Environment shut down with return code 3."
 
 
-def test_a_failed_build_is_restarted_alone_and_the_caller_told():
-    env, started, clock = _env()
+def test_a_failed_build_is_restarted_alone_and_the_caller_told(tmp_path):
+    env, started, clock = _env(log_folder=str(tmp_path))
+    (tmp_path / "Player-1.log").write_text("the crash")
     old = env._workers[1]
     env._parameter_calls[1] = [("set_float_parameter", "mass", 3.0)]
     env.set_environment_parameters([("set_float_parameter", "mass", 4.0)])
@@ -204,6 +205,8 @@ def test_a_failed_build_is_restarted_alone_and_the_caller_told():
     assert started == [(1, unity_env._PORT_WAIT_S)]
     assert env._workers[1] is not old and env._workers[0].index == 0
     assert env._retired == [old]
+    assert (tmp_path / "Player-1.failed-1.log").read_text() == "the crash"
+    assert not (tmp_path / "Player-1.log").exists()
     # The new worker starts with every parameter call so far, in order; none is queued for it.
     assert env._settings["environment_parameters"] == [("set_float_parameter", "mass", 2.0),
                                                        ("set_float_parameter", "mass", 4.0)]
@@ -404,8 +407,11 @@ def test_a_build_that_dies_mid_run_is_restarted_and_training_reaches_max_steps(t
     assert "Traceback" not in proc.stderr
     # The first Unity died after 60 messages (at most 696 decisions of its 12 agents); the
     # run went on with the second to max_steps.
+    # The dead build's log is kept; its successor's is the usual Player-0.log.
+    failed = (run / "run_logs" / "Player-0.failed-1.log").read_text()
+    assert failed.count("connecting") == 1 and "exit" not in failed
     player = (run / "run_logs" / "Player-0.log").read_text()
-    assert player.count("connecting") == 2 and player.count("exit 0: closed by Python") == 1
+    assert player.count("connecting") == 1 and player.count("exit 0: closed by Python") == 1
     info = json.loads((run / "run_info.json").read_text())
     assert info["complete"] and 2400 <= info["steps"] < 2400 + 12
     saved = [checkpoint.read(p)[0]["steps"] for p in checkpoint.list_checkpoints(run)]

@@ -314,6 +314,7 @@ class UnityVecEnv(VecEnv):
                 raise EnvFault(kind, f"{fault}, and {self._restarts.refusal(i)}", i)
             raise fault
         self._restarts.record(i)
+        self._keep_log(i)
         if worker.frozen:  # hung: it will not close itself
             worker.process.kill()
         for ended in [w for w in self._retired if w.process.poll() is not None]:
@@ -324,6 +325,14 @@ class UnityVecEnv(VecEnv):
         self._workers[i] = self._start(i, port_wait=_PORT_WAIT_S)
         self._restarted.append(Restart(i, f"{fault}; restarting it ({self._restarts.left(i)} "
                                           f"for this worker)"))
+
+    def _keep_log(self, i: int) -> None:
+        """The failed build's Player-<worker>.log, which its successor would overwrite, kept as
+        Player-<worker>.failed-<restart>.log (the crash is told there)."""
+        folder = self._settings["log_folder"]
+        log = pathlib.Path(folder or ".") / f"Player-{self.first_worker + i}.log"
+        if folder and log.exists():
+            log.replace(log.with_suffix(f".failed-{self._restarts.counts[i]}.log"))
 
     def _check_specs(self, worker: int, specs: tuple) -> None:
         for name, shapes, continuous, branches, names, properties in specs:

@@ -8,7 +8,9 @@ the time and memory ``import jppo`` takes (benchmarks/README.md). It talks over 
 
     trainer -> worker: first a settings dict (UnityEnvironment arguments, side channel values:
                        ``environment_parameters`` a list of EnvironmentParametersChannel calls
-                       ``(method, name, *arguments)``, made before the first reset)
+                       ``(method, name, *arguments)``, made before the first reset;
+                       ``port_wait``: seconds a restarted worker waits for its port to be
+                       freed by the failed worker it replaces)
                        ("step", {behavior: actions [n, A] float32, [n, B] int32, or the pair
                                  of both for hybrid actions, in decision order}[, calls])
                        (calls: environment parameter calls made before this step: a lesson
