@@ -107,6 +107,14 @@ def build_parser() -> argparse.ArgumentParser:
     unity.add_argument("--time-scale", type=float, help="Unity time scale (default 20)")
     unity.add_argument("--no-graphics", action="store_true", help="run Unity builds without graphics")
     unity.add_argument("--timeout-wait", type=float, help="seconds to wait for Unity (default 60)")
+    unity.add_argument("--max-lifetime-restarts", type=int, metavar="N",
+                       help="restarts of each crashed Unity build over the run (default 10, -1: "
+                       "no limit)")
+    unity.add_argument("--restarts-rate-limit-n", type=int, metavar="N",
+                       help="restarts of each build within --restarts-rate-limit-period-s "
+                       "(default 1, -1: no limit)")
+    unity.add_argument("--restarts-rate-limit-period-s", type=int, metavar="S",
+                       help="the window of --restarts-rate-limit-n, in seconds (default 60)")
     p.add_argument("--bind", metavar="ADDRESS",
                    help="where the sockets jppo listens on accept connections: the gRPC servers "
                    "Unity connects to (default localhost: this machine only) and process 0's "
@@ -123,7 +131,9 @@ def resolve(args) -> Launch:
         "run_id": args.run_id, "results_dir": args.results_dir, "seed": args.seed,
         "num_envs": args.num_envs, "num_workers": args.num_envs, "num_seeds": args.num_seeds,
         "base_port": args.base_port, "time_scale": args.time_scale,
-        "timeout_wait": args.timeout_wait,
+        "timeout_wait": args.timeout_wait, "max_lifetime_restarts": args.max_lifetime_restarts,
+        "restarts_rate_limit_n": args.restarts_rate_limit_n,
+        "restarts_rate_limit_period_s": args.restarts_rate_limit_period_s,
     }.items() if v is not None}
     if args.no_graphics:
         changes["no_graphics"] = True

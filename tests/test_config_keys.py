@@ -155,19 +155,20 @@ def test_mlagents_learn_resolved_configuration_loads_with_one_warning(recwarn):
         64, 12000, 3e-4, 1e-3, 0.99, 1000)
     assert (p.beta_schedule, p.epsilon_schedule, p.normalize, settings.summary_freq) == (
         "linear", "linear", True, 12000)
+    assert (settings.max_lifetime_restarts, settings.restarts_rate_limit_n,
+            settings.restarts_rate_limit_period_s) == (10, 1, 60)
     lines = [str(w.message) for w in recwarn.list if w.category is ConfigWarning]
     assert lines == [
         "accepted without effect: behaviors.3DBall.network_settings.goal_conditioning_type = "
-        "hyper, env_settings.num_areas = 1, env_settings.max_lifetime_restarts = 10, "
-        "env_settings.restarts_rate_limit_n = 1, env_settings.restarts_rate_limit_period_s = 60 "
-        "(ML-Agents' defaults, which jppo does not do); the README's configuration table says why."]
+        "hyper, env_settings.num_areas = 1 (ML-Agents' defaults, which jppo does not do); the "
+        "README's configuration table says why."]
 
 
 def test_a_non_default_value_of_the_same_key_is_refused():
     data = yaml.safe_load((DATA / "mlagents_resolved_3DBall.yaml").read_text())
-    data["env_settings"]["max_lifetime_restarts"] = 3
-    with pytest.raises(UserError, match=r"^env_settings.max_lifetime_restarts = 3 is not "
-                                        r"implemented by jppo: restarting a crashed Unity build"):
+    data["env_settings"]["num_areas"] = 3
+    with pytest.raises(UserError, match=r"^env_settings.num_areas = 3 is not implemented by "
+                                        r"jppo: jppo does not ask the build for more training"):
         parse(data)
 
 

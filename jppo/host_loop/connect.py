@@ -10,6 +10,7 @@ import jax
 from jppo.core.networks import ActionSpec
 from jppo.errors import UserError
 from jppo.host_loop import gym_env
+from jppo.host_loop.restarts import Limits
 from jppo.host_loop.vec_env import EnvFault, VecEnv
 
 EDITOR = "editor"
@@ -85,7 +86,9 @@ def make_vec_env(settings, env: str, workers: int, log_folder: pathlib.Path | No
                        environment_parameters=(settings.environment_parameters
                                                if parameter_calls is None else parameter_calls),
                        log_folder=None if log_folder is None else str(log_folder),
-                       first_worker=first_worker, bind=settings.bind or "localhost")
+                       first_worker=first_worker, bind=settings.bind or "localhost",
+                       limits=Limits(settings.max_lifetime_restarts, settings.restarts_rate_limit_n,
+                                     settings.restarts_rate_limit_period_s))
 
 
 def trained_name(scene_name: str) -> str:

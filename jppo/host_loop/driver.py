@@ -293,6 +293,9 @@ class HostRun:
                 if self.complete or stop:
                     break
                 reports = self._wait()
+                for restart in self.vec.take_restarted():  # a crashed build, started again
+                    assembler.forget(restart.worker)
+                    self.display.note(f"jppo: warning: {restart.notice}.")
         except Stop as stop:
             if interrupts.pending() is None:
                 self._stopped(stop)  # raises

@@ -210,6 +210,14 @@ class TrajectoryAssembler:
             self._masks[slots, cursor] = True if steps.decision_masks is None else steps.decision_masks
         return trajectories, episodes, experiences
 
+    def forget(self, worker: int) -> None:
+        """Drop every agent of ``worker``, whose environment was restarted (its new agents reuse
+        the ids): their unfinished trajectories are not emitted and their unfinished episodes
+        not counted, as ML-Agents' ``AgentProcessor.end_episode`` drops them after a restart.
+        The experiences already counted as steps stay counted: those decisions were made."""
+        for key in [k for k in self._slot if k[0] == worker]:
+            self._release(self._slot.pop(key))
+
     def act(self, worker: int, ids: np.ndarray, actions: np.ndarray, log_probs: np.ndarray) -> None:
         """Record what the deciding agents ``ids`` of ``worker``'s last report were given."""
         slots = np.array([self._slot[(worker, a)] for a in np.asarray(ids).tolist()], np.int64)

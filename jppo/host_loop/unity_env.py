@@ -25,6 +25,17 @@ The policy's raw Gaussian sample is what the trainer stores and scores; Unity re
 Observations arrive per sensor: one array for a behavior with one sensor, else a tuple in the
 scene's order; action masks (``DecisionSteps.action_mask``) come with every report.
 
+A build that fails while stepping (it exited or crashed, Unity timed out, the communicator
+stopped: ``jppo.host_loop.restarts`` has ML-Agents' list and quota) is restarted: that worker
+alone, on its port and worker id, with its seed and the environment parameters sent so far; its
+first report comes back through ``receive`` like any other, and ``take_restarted`` tells the
+caller to forget the worker's unfinished experience (the new Unity reuses agent ids). Past the
+quota, or when the restarted build fails before its first report, the failure is raised as
+before. The editor (``file_name=None``) is never restarted: jppo did not start it and cannot
+start it again, and its Stop button is how a user ends an editor run. (mlagents-learn release 19
+does restart it, waiting for Play to be pressed again; its users reported that as a bug,
+Unity-Technologies/ml-agents#5931.)
+
 Each worker's gRPC server, which Unity connects to, listens on ``bind`` (localhost unless the
 user asks otherwise: mlagents-envs listens on every interface, an unauthenticated service open
 to the network). Every wait for the workers looks at ``jppo.interrupts`` a few times a second,
@@ -44,7 +55,9 @@ from typing import Mapping
 import numpy as np
 
 from jppo import interrupts
-from jppo.host_loop.vec_env import Actions, AgentSteps, BehaviorSpec, EnvFault, VecEnv, order_actions, to_unit_range
+from jppo.host_loop import restarts
+from jppo.host_loop.vec_env import (Actions, AgentSteps, BehaviorSpec, EnvFault, Restart, VecEnv,
+                                    order_actions, to_unit_range)
 
 WORKER_SCRIPT = pathlib.Path(__file__).with_name("unity_worker.py")
 EDITOR_PORT = 5004  # UnityEnvironment.DEFAULT_EDITOR_PORT
@@ -59,6 +72,8 @@ _STEP_GRACE_S = 5.0
 _POLL_S = 0.2
 # A worker answers "close" within milliseconds unless it is inside one of Unity's waits.
 _CLOSE_WAIT_S = 2.0
+# How long a restarted worker waits for its port, which the failed worker frees as it closes.
+_PORT_WAIT_S = 10.0
 
 
 class _Worker:
@@ -77,6 +92,7 @@ class _Worker:
         self.sent_at = time.monotonic()  # when the outstanding step was asked for
         self.alive = True
         self.frozen = False  # it stopped answering: not waited for on close
+        self.reported = False  # it has sent its first report
 
     def ask_to_close(self) -> None:
         """Ask the worker to close its UnityEnvironment (after any step in flight) and exit; a
@@ -124,12 +140,14 @@ class UnityVecEnv(VecEnv):
     processes of one multi-process run on one machine do not compete for ports.
     ``environment_parameters``: constants ``{name: value}``, or the EnvironmentParametersChannel
     calls ``(method, name, *arguments)`` of ``jppo.runs.environment_parameters.channel_calls``
-    (samplers as mlagents-learn sends them)."""
+    (samplers as mlagents-learn sends them). ``limits``: when a failed build is restarted
+    (``restarts.Limits``, ML-Agents' defaults)."""
 
     def __init__(self, file_name: str | None, num_workers: int = 1, base_port: int | None = None, *,
                  seed: int = 0, no_graphics: bool = False, timeout_wait: float = 60.0,
                  time_scale: float = 20.0, environment_parameters: dict | list | None = None,
-                 log_folder: str | None = None, first_worker: int = 0, bind: str = "localhost"):
+                 log_folder: str | None = None, first_worker: int = 0, bind: str = "localhost",
+                 limits: restarts.Limits = restarts.Limits()):
         self.first_worker = first_worker
         self.file_name = None if file_name is None else str(file_name)
         self.num_workers = num_workers
@@ -148,6 +166,9 @@ class UnityVecEnv(VecEnv):
         self._parameter_calls: dict[int, list] = {}  # worker -> calls to send with its next step
         self._seed = seed
         self._workers: list[_Worker] = []
+        self._restarts = restarts.Restarts(limits, num_workers)
+        self._restarted: list[Restart] = []  # not yet taken by the caller
+        self._retired: list[_Worker] = []  # failed workers, ending on their own
 
     def port(self, worker: int) -> int:
         return self.base_port + self.first_worker + worker
@@ -162,26 +183,33 @@ class UnityVecEnv(VecEnv):
             raise RuntimeError("UnityVecEnv.reset: the workers are running already")
         # Starting: UnityEnvironment waits timeout_wait for Unity to connect, then as long
         # again for the answer to the first reset.
-        deadline = time.monotonic() + 2 * self.timeout_wait + _START_GRACE_S
-        for i in range(self.num_workers):
-            editor = self.file_name is None
-            number = self.first_worker + i
-            settings = dict(self._settings, seed=self._seed + number,
-                            worker_id=0 if editor else number,
-                            base_port=self.port(i) if editor else self.base_port)
-            worker = _Worker(i, self.port(i), settings)
-            worker.deadline = deadline
-            self._workers.append(worker)
+        self._workers = [self._start(i) for i in range(self.num_workers)]
         got: dict[int, dict[str, AgentSteps]] = {}
         while len(got) < self.num_workers:
             got.update(self._receive(starting=True))
         return [got[w] for w in range(self.num_workers)]
 
+    def _start(self, i: int, port_wait: float = 0.0) -> _Worker:
+        """Worker i's process, started; its first report due within the start's deadline."""
+        editor = self.file_name is None
+        number = self.first_worker + i
+        settings = dict(self._settings, seed=self._seed + number, port_wait=port_wait,
+                        worker_id=0 if editor else number,
+                        base_port=self.port(i) if editor else self.base_port)
+        worker = _Worker(i, self.port(i), settings)
+        worker.deadline = time.monotonic() + 2 * self.timeout_wait + _START_GRACE_S
+        return worker
+
     def set_environment_parameters(self, calls: list) -> None:
         """EnvironmentParametersChannel calls ``(method, name, *arguments)`` every worker makes
         before its next step (a curriculum's new lesson, as mlagents-learn sends it)."""
+        self._settings["environment_parameters"].extend(calls)  # a restarted worker's, in order
         for w in range(self.num_workers):
             self._parameter_calls.setdefault(w, []).extend(calls)
+
+    def take_restarted(self) -> list[Restart]:
+        restarted, self._restarted = self._restarted, []
+        return restarted
 
     def send(self, actions: Mapping[int, dict[str, Actions]]) -> None:
         for w, per_behavior in actions.items():
@@ -214,48 +242,97 @@ class UnityVecEnv(VecEnv):
             wait([w.conn for w in self._workers if w.alive], timeout=0.05)
         for worker in self._workers:
             worker.close_now()
-        for worker in self._workers:
+        for worker in self._workers + self._retired:
             worker.end(started + 10.0)
-        self._workers = []
+        self._workers, self._retired = [], []
 
     # ------------------------------------------------------------------ messages
 
     def _receive(self, starting: bool) -> dict[int, dict[str, AgentSteps]]:
-        """Reports of the stepping workers that have answered, waiting for at least one; a
-        worker's failure is raised as soon as its answer (or its end) arrives."""
-        pending = {w.conn: w for w in self._workers if w.deadline is not None}
-        if not pending:
-            raise RuntimeError("UnityVecEnv.receive: no worker is stepping")
+        """Reports of the stepping workers that have answered, waiting for at least one or for a
+        restart (then possibly none: the caller learns of it at once, from ``take_restarted``,
+        and the restarted worker's first report comes later, as one of these); a worker's
+        failure is raised as soon as its answer (or its end) arrives, unless it is restarted."""
+        out: dict[int, dict[str, AgentSteps]] = {}
+        restarted = len(self._restarted)
+        while not out and len(self._restarted) == restarted:
+            pending = {w.conn: w for w in self._workers if w.deadline is not None}
+            if not pending:
+                raise RuntimeError("UnityVecEnv.receive: no worker is stepping")
+            for conn in self._ready(pending, starting):
+                worker = pending[conn]
+                worker.deadline = None
+                try:
+                    reply = conn.recv()
+                except (EOFError, OSError):
+                    worker.alive = False
+                    code = worker.process.wait()
+                    self._failed(worker, "exited", f"worker process exit code {code}", starting,
+                                 exceptions=("UnityCommunicationException",))
+                    continue
+                if reply[0] == "error":
+                    worker.alive = False
+                    self._failed(worker, reply[1], reply[2], starting,
+                                 exceptions=reply[3] if len(reply) > 3 else ())
+                    continue
+                _, specs, data = reply
+                if specs is not None:
+                    self._check_specs(worker.index, specs)
+                out[worker.index] = self._to_steps(worker, data)
+                worker.reported = True
+        return out
+
+    def _ready(self, pending: dict, starting: bool) -> list:
+        """The connections of ``pending`` with something to read, waiting for one; a worker
+        past its deadline has failed."""
         while True:
             interrupts.check()
             first = min(w.deadline for w in pending.values())
             ready = wait(list(pending), timeout=min(_POLL_S, max(0.0, first - time.monotonic())))
             if ready:
-                break
+                return ready
             late = [w for w in pending.values() if w.deadline <= time.monotonic()]
             if late:
-                late[0].alive, late[0].frozen = False, True
-                raise self._fault(late[0].index, "timeout", "no reply from the worker process",
-                                  starting, waited=time.monotonic() - late[0].sent_at)
-        out = {}
-        for conn in ready:
-            worker = pending[conn]
-            worker.deadline = None
-            try:
-                reply = conn.recv()
-            except (EOFError, OSError):
-                worker.alive = False
-                code = worker.process.wait()
-                raise self._fault(worker.index, "exited", f"worker process exit code {code}",
-                                  starting) from None
-            if reply[0] == "error":
-                worker.alive = False
-                raise self._fault(worker.index, reply[1], reply[2], starting)
-            _, specs, data = reply
-            if specs is not None:
-                self._check_specs(worker.index, specs)
-            out[worker.index] = self._to_steps(worker, data)
-        return out
+                late[0].alive, late[0].frozen, late[0].deadline = False, True, None
+                self._failed(late[0], "timeout", "no reply from the worker process", starting,
+                             waited=time.monotonic() - late[0].sent_at,
+                             exceptions=("UnityTimeOutException",))
+                return []  # restarted
+
+    def _failed(self, worker: _Worker, kind: str, text: str, starting: bool,
+                waited: float | None = None, exceptions=()) -> None:
+        """A worker failed: restarted if it is a build that failed while stepping in a way
+        ML-Agents restarts after and its quota allows, else its fault raised."""
+        i, restarted = worker.index, self._restarts.counts[worker.index] > 0
+        fault = self._fault(i, kind, text, starting or not worker.reported, waited)
+        if not worker.reported and restarted:
+            raise EnvFault(kind, f"{fault} after a restart", i)
+        if starting or self.file_name is None or not restarts.restartable(exceptions):
+            raise fault
+        if not self._restarts.allowed(i):
+            if self._restarts.limits.any:
+                raise EnvFault(kind, f"{fault}, and {self._restarts.refusal(i)}", i)
+            raise fault
+        self._restarts.record(i)
+        self._keep_log(i)
+        if worker.frozen:  # hung: it will not close itself
+            worker.process.kill()
+        for ended in [w for w in self._retired if w.process.poll() is not None]:
+            ended.conn.close()
+            self._retired.remove(ended)
+        self._retired.append(worker)  # ending on its own (its Unity closed first)
+        self._parameter_calls.pop(i, None)  # the new worker starts with every call so far
+        self._workers[i] = self._start(i, port_wait=_PORT_WAIT_S)
+        self._restarted.append(Restart(i, f"{fault}; restarting it ({self._restarts.left(i)} "
+                                          f"for this worker)"))
+
+    def _keep_log(self, i: int) -> None:
+        """The failed build's Player-<worker>.log, which its successor would overwrite, kept as
+        Player-<worker>.failed-<restart>.log (the crash is told there)."""
+        folder = self._settings["log_folder"]
+        log = pathlib.Path(folder or ".") / f"Player-{self.first_worker + i}.log"
+        if folder and log.exists():
+            log.replace(log.with_suffix(f".failed-{self._restarts.counts[i]}.log"))
 
     def _check_specs(self, worker: int, specs: tuple) -> None:
         for name, shapes, continuous, branches, names, properties in specs:

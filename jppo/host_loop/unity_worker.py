@@ -8,7 +8,9 @@ the time and memory ``import jppo`` takes (benchmarks/README.md). It talks over 
 
     trainer -> worker: first a settings dict (UnityEnvironment arguments, side channel values:
                        ``environment_parameters`` a list of EnvironmentParametersChannel calls
-                       ``(method, name, *arguments)``, made before the first reset)
+                       ``(method, name, *arguments)``, made before the first reset;
+                       ``port_wait``: seconds a restarted worker waits for its port to be
+                       freed by the failed worker it replaces)
                        ("step", {behavior: actions [n, A] float32, [n, B] int32, or the pair
                                  of both for hybrid actions, in decision order}[, calls])
                        (calls: environment parameter calls made before this step: a lesson
@@ -16,7 +18,9 @@ the time and memory ``import jppo`` takes (benchmarks/README.md). It talks over 
                        ("close",)
     worker -> trainer: ("steps", specs or None, {behavior: (decision ids, obs list, rewards,
                         terminal ids, obs list, rewards, interrupted, allowed or None)})
-                       ("error", kind, text)   then the worker exits
+                       ("error", kind, text, exception classes)   then the worker exits
+                       (the class names of the exception and its bases, for the restart rules
+                       of ``jppo.host_loop.restarts``)
                        ("closed",)
 
 ``specs`` (a tuple of (name, observation shapes, continuous size, discrete branches, sensor
@@ -45,6 +49,7 @@ if __name__ == "__main__":
     sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != _here]
 
 import signal  # noqa: E402
+import time  # noqa: E402
 import traceback  # noqa: E402
 from multiprocessing.connection import Connection  # noqa: E402
 
@@ -64,9 +69,10 @@ def _close_now(signum, frame):
     raise _CloseNow
 
 
-def _bound_environment(host: str):
+def _bound_environment(host: str, port_wait: float = 0.0):
     """``UnityEnvironment`` whose gRPC server listens on ``host`` only (same options and
-    checks as mlagents-envs' own server otherwise)."""
+    checks as mlagents-envs' own server otherwise). ``port_wait``: seconds a restarted worker
+    waits for its port, which the failed worker it replaces frees as it closes."""
     from concurrent.futures import ThreadPoolExecutor
 
     import grpc
@@ -78,7 +84,15 @@ def _bound_environment(host: str):
 
     class BoundCommunicator(rpc.RpcCommunicator):
         def create_server(self):
-            self.check_port(self.port)  # mlagents-envs' test that nothing holds the port
+            deadline = time.monotonic() + port_wait
+            while True:
+                try:
+                    self.check_port(self.port)  # mlagents-envs' test that nothing holds the port
+                    break
+                except UnityWorkerInUseException:
+                    if time.monotonic() >= deadline:
+                        raise
+                    time.sleep(0.1)
             try:
                 self.server = grpc.server(thread_pool=ThreadPoolExecutor(max_workers=10),
                                           options=(("grpc.so_reuseport", 1),))
@@ -115,7 +129,8 @@ def _make_env(settings: dict):
                                         capture_frame_rate=60)
     parameters = EnvironmentParametersChannel()
     _set_parameters(parameters, settings["environment_parameters"])
-    environment = _bound_environment(settings.get("bind", "localhost"))
+    environment = _bound_environment(settings.get("bind", "localhost"),
+                                     settings.get("port_wait", 0.0))
     return parameters, environment(file_name=settings["file_name"], worker_id=settings["worker_id"],
                             base_port=settings["base_port"], seed=settings["seed"],
                             no_graphics=settings["no_graphics"],
@@ -231,7 +246,8 @@ def serve(conn: Connection) -> int:
         return 0
     except Exception as error:  # reported to the trainer, which words the message
         try:
-            conn.send(("error",) + _classify(error))
+            conn.send(("error",) + _classify(error)
+                      + (tuple(c.__name__ for c in type(error).__mro__),))
         except OSError:
             pass
         return 1

@@ -75,6 +75,15 @@ class Actions(NamedTuple):
     values: np.ndarray
 
 
+class Restart(NamedTuple):
+    """A worker whose environment failed and was started again: its agents' unfinished
+    experience is void (the new environment reuses their ids). ``notice``: one sentence naming
+    the worker, the cause and the restarts left."""
+
+    worker: int
+    notice: str
+
+
 @dataclasses.dataclass(frozen=True)
 class BehaviorSpec:
     """What a behavior observes and does, as the environment declares it.
@@ -137,7 +146,13 @@ class VecEnv(abc.ABC):
 
     @abc.abstractmethod
     def receive(self) -> dict[int, dict[str, AgentSteps]]:
-        """The next report of every stepping worker that has answered, waiting for at least one."""
+        """The next report of every stepping worker that has answered, waiting for at least one
+        (none when a worker was restarted meanwhile: see ``take_restarted``)."""
+
+    def take_restarted(self) -> list[Restart]:
+        """The workers restarted since the last call (a Unity build that crashed), in order;
+        their next report is their new environment's first."""
+        return []
 
     def step(self, actions: Sequence[dict[str, Actions]]) -> list[dict[str, AgentSteps]]:
         """All workers step together: ``actions[w]`` for worker w; their reports in order."""

@@ -17,8 +17,8 @@ jppo's own ``jppo:`` section. Each key is in exactly one class:
   is a value in ``inert`` (what jppo does anyway: ``memory: null``, ``deterministic: false``).
 
 ML-Agents' default value of a not-implemented key: ``mlagents-learn`` writes every key with its
-value into ``results/<run>/configuration.yaml``, so its resolved files hold ``max_lifetime_restarts:
-10`` and ``goal_conditioning_type: hyper``. Refusing those would refuse every resolved file;
+value into ``results/<run>/configuration.yaml``, so its resolved files hold ``num_areas: 1``
+and ``goal_conditioning_type: hyper``. Refusing those would refuse every resolved file;
 accepting them silently would drop a setting. They are accepted with one warning line naming
 each ("ML-Agents' default, which jppo does not do"), and any other value is refused: the user
 who wrote the value on purpose gets a refusal, the user replaying ML-Agents' defaults gets told.
@@ -174,8 +174,9 @@ def _trainer(prefix: str) -> list[Key]:
     ]
 
 
-_RESTARTS = ("restarting a crashed Unity build is not implemented; set it to 0 (no restarts) or "
-             "null")
+_RESTARTS = ("per Unity worker, as ML-Agents: a build that crashed, exited or timed out while "
+             "stepping is restarted and the run goes on (the editor is never restarted); -1: no "
+             "limit")
 _FROM_CLI = "jppo reads it from the command line only; remove it and pass {flag}"
 
 KEYS: tuple[Key, ...] = (
@@ -199,10 +200,13 @@ KEYS: tuple[Key, ...] = (
         "jppo does not ask the build for more training areas; remove it or set it to null"),
     Key("env_settings.seed", "int", -1, HONOURED,
         "-1 is a seed like any other: jppo runs are reproducible", target="run.seed"),
-    Key("env_settings.max_lifetime_restarts", "int", 10, NOT_IMPLEMENTED, _RESTARTS,
-        inert=(0,)),
-    Key("env_settings.restarts_rate_limit_n", "int", 1, NOT_IMPLEMENTED, _RESTARTS),
-    Key("env_settings.restarts_rate_limit_period_s", "int", 60, NOT_IMPLEMENTED, _RESTARTS),
+    Key("env_settings.max_lifetime_restarts", "int", 10, HONOURED,
+        f"restarts over the run, {_RESTARTS}", target="run.max_lifetime_restarts"),
+    Key("env_settings.restarts_rate_limit_n", "int", 1, HONOURED,
+        f"restarts within restarts_rate_limit_period_s, {_RESTARTS}",
+        target="run.restarts_rate_limit_n"),
+    Key("env_settings.restarts_rate_limit_period_s", "int", 60, HONOURED,
+        "seconds: the window of restarts_rate_limit_n", target="run.restarts_rate_limit_period_s"),
     Key("env_settings.timeout_wait", "float", 60.0, HONOURED,
         "(a key of ML-Agents releases after 19) seconds to wait for a Unity build",
         target="run.timeout_wait"),

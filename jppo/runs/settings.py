@@ -97,6 +97,11 @@ class RunSettings:
     time_scale: float = 20.0
     no_graphics: bool = False
     timeout_wait: float = 60.0
+    # Restarts of a Unity build that failed, per worker (env_settings; -1: no limit), as
+    # ML-Agents restarts them (jppo.host_loop.restarts).
+    max_lifetime_restarts: int = 10
+    restarts_rate_limit_n: int = 1
+    restarts_rate_limit_period_s: int = 60
     export_onnx: bool = True
     # Where jppo's listening sockets accept connections (--bind): None is localhost for the
     # gRPC servers Unity connects to, the --coordinator host for jax.distributed's.
@@ -162,7 +167,10 @@ class RunSettings:
         return {
             "behaviors": {self.behavior: behavior},
             "env_settings": {"base_port": self.base_port, "num_envs": self.num_workers,
-                             "seed": self.seed, "timeout_wait": self.timeout_wait},
+                             "seed": self.seed, "timeout_wait": self.timeout_wait,
+                             "max_lifetime_restarts": self.max_lifetime_restarts,
+                             "restarts_rate_limit_n": self.restarts_rate_limit_n,
+                             "restarts_rate_limit_period_s": self.restarts_rate_limit_period_s},
             "engine_settings": {"time_scale": self.time_scale, "no_graphics": self.no_graphics},
             "environment_parameters": dict(self.environment_parameters) or None,
             "checkpoint_settings": {"run_id": self.run_id, "results_dir": self.results_dir,
@@ -304,6 +312,12 @@ def validate_run(settings: RunSettings) -> RunSettings:
     if not (_finite(settings.timeout_wait) and 0 < settings.timeout_wait <= MAX_TIMEOUT_WAIT):
         raise UserError(f"timeout_wait = {brief(settings.timeout_wait)} is not allowed; "
                         f"--timeout-wait is a number of seconds > 0 and <= {MAX_TIMEOUT_WAIT:g}.")
+    for name in ("max_lifetime_restarts", "restarts_rate_limit_n", "restarts_rate_limit_period_s"):
+        value = getattr(settings, name)
+        if not (isinstance(value, int) and not isinstance(value, bool) and -1 <= value <= INT32_MAX):
+            raise UserError(f"{name} = {brief(value)} is not allowed; env_settings.{name} "
+                            f"(--{name.replace('_', '-')}) must be an integer >= -1 (-1: no "
+                            "limit).")
     low, high = TIME_SCALE_RANGE
     if not (_finite(settings.time_scale) and low <= settings.time_scale <= high):
         raise UserError(f"time_scale = {brief(settings.time_scale)} is not allowed; --time-scale "
