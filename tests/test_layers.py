@@ -34,10 +34,10 @@ RULES = {
     "evaluate": {"api"} | BASE,
     "__init__": {"core", "envs", "jax_loop", "api", "version"},
 }
-# Within a loop, only its driver reaches the run IO (the host loop's driver with the two parts
-# it hands run IO to: a behavior's Learner, and the environment parameters' Lessons).
+# Within a loop, only its driver reaches the run IO (the host loop's driver with the parts it
+# hands run IO to: a behavior's Learner, the environment parameters' Lessons, and Stopping).
 DRIVER_ONLY = {("jax_loop", "runs"): {"driver"},
-               ("host_loop", "runs"): {"driver", "learner", "lessons"}}
+               ("host_loop", "runs"): {"driver", "learner", "lessons", "stopping"}}
 CLIS = {"train", "export", "evaluate"}
 
 

@@ -3,16 +3,21 @@ stand-in's real protocol: one policy, update, checkpoints, summaries and ONNX mo
 behavior, trained together from the same workers; each behavior stops learning at its own
 max_steps; the run resumes; what cannot be trained is one sentence."""
 import collections
+import contextlib
 import json
+import time
 import warnings
 
 import pytest
 import yaml
 
 from jppo.core.config import ConfigWarning
+from jppo.core.networks import ActionSpec
+from jppo.errors import UserError
 from jppo.runs import checkpoint, environment_parameters as ep
 from jppo.runs.settings import parse
 from jppo.runs.summaries import read_curve
+from jppo.standin.server import free_port, launch
 from event_files import scalars  # tests/
 from test_unity_training import one_line_error, standins, train
 
@@ -30,9 +35,14 @@ def section(buffer: int, max_steps: int, hidden: int = 32) -> dict:
             "checkpoint_interval": buffer, "keep_checkpoints": 2}
 
 
-# The stand-in's 3DBall with its two-behaviors fault: agents 0-5 are "3DBall", 6-11
-# "3DBallCopy", each announced as its own behavior. The two train with their own settings:
+# The stand-in's composite scene of two agent types: 12 3DBall agents (a vector of 8, two
+# continuous actions, a decision every 5 physics steps) and one Basic agent (a vector of 20, one
+# discrete branch of 3, a decision every step), each its own behavior with its own settings:
 # other network widths, buffers and max_steps.
+MIXED = {"behaviors": {"3DBall": section(300, 1200), "Basic": section(100, 400, hidden=16)},
+         "jppo": {"timeout_wait": 10}}
+# The stand-in's 3DBall with its two-behaviors fault: agents 0-5 are "3DBall", 6-11
+# "3DBallCopy", announced as two behaviors of the same shapes.
 TWO = {"behaviors": {"3DBall": section(300, 1200), "3DBallCopy": section(240, 600, hidden=16)},
        "jppo": {"timeout_wait": 10}}
 
@@ -43,26 +53,48 @@ def write(folder, data, name="two.yaml") -> str:
     return str(path)
 
 
-def test_two_behaviors_train_together_each_with_its_own_policy_and_files(tmp_path, capsys):
+@contextlib.contextmanager
+def composite(folder, scene="3DBall+Basic"):
+    port = free_port()
+    log_path = folder / "standin.log"
+    with open(log_path, "w") as log:
+        proc = launch(port, scene=scene, seed=0, connect_timeout=120, stderr=log)
+    try:
+        deadline = time.monotonic() + 120
+        while "connecting" not in log_path.read_text():
+            assert proc.poll() is None and time.monotonic() < deadline, log_path.read_text()
+            time.sleep(0.1)
+        yield port
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
+
+
+def test_two_agent_types_train_together_each_with_its_own_policy_and_files(tmp_path, capsys):
     from jppo.train import main
 
-    with standins(tmp_path, ["two-behaviors"]) as (port, procs, logs):
-        assert main([write(tmp_path, TWO), "--env", "editor", "--base-port", str(port),
-                     "--results-dir", str(tmp_path / "results"), "--run-id", "ball",
-                     "--no-export"]) == 0
+    with composite(tmp_path) as port:
+        assert main([write(tmp_path, MIXED), "--env", "editor", "--base-port", str(port),
+                     "--results-dir", str(tmp_path / "results"), "--run-id", "ball"]) == 0
     out = capsys.readouterr().out
     run = tmp_path / "results" / "ball"
     info = json.loads((run / "run_info.json").read_text())
-    assert set(info["behaviors"]) == {"3DBall", "3DBallCopy"}
-    for name, hidden, max_steps, buffer in (("3DBall", 32, 1200, 300), ("3DBallCopy", 16, 600, 240)):
+    assert set(info["behaviors"]) == {"3DBall", "Basic"}
+    for name, hidden, max_steps, size, spec in (
+            ("3DBall", 32, 1200, 8, ActionSpec.continuous(2)),
+            ("Basic", 16, 400, 20, ActionSpec.discrete(3))):
         folder = run / name
         policy = checkpoint.load_policy(folder)
-        # Its own network and its own step count, stopped at its own max_steps: once past
-        # it the behavior acts on but neither counts nor learns.
+        # Its own network, observations, actions and step count, stopped at its own
+        # max_steps: once past it the behavior acts on but neither counts nor learns.
         assert (policy.behavior, policy.config.hidden_units) == (name, hidden)
-        assert max_steps <= policy.steps < max_steps + 200, (name, policy.steps)
+        assert (policy.observation_size, policy.action_spec) == (size, spec)
+        assert max_steps <= policy.steps < max_steps + 100, (name, policy.steps)
         assert info["behaviors"][name]["steps"] == policy.steps
         assert info["behaviors"][name]["complete"]
+        assert info["behaviors"][name]["models"] == [str(run / f"{name}.onnx")]
+        assert (run / f"{name}.onnx").stat().st_size > 1000
         meta, _ = checkpoint.read(checkpoint.latest(folder))
         assert meta["unity_behavior"] == f"{name}?team=0" and meta["driver"] == "host"
         curve = read_curve(folder / "progress.csv")[0]
@@ -70,18 +102,18 @@ def test_two_behaviors_train_together_each_with_its_own_policy_and_files(tmp_pat
         # TensorBoard events in the behavior's own folder, as ML-Agents writes them.
         assert scalars(folder)["Environment/Cumulative Reward"]
         assert f"[INFO] {name}. Step: " in out
+        assert (folder / "learning_curve.png").stat().st_size > 1000
     assert info["steps"] == sum(info["behaviors"][n]["steps"] for n in info["behaviors"])
     # The run folder names its behaviors where a single policy is asked of it.
-    with pytest.raises(Exception, match="trained several behaviors \\(3DBall, 3DBallCopy\\)"):
+    with pytest.raises(UserError, match="trained several behaviors \\(3DBall, Basic\\)"):
         checkpoint.load_policy(run)
     # jppo's configuration.yaml holds both behaviors and reads back to the run's settings.
     saved = yaml.safe_load((run / "configuration.yaml").read_text())
-    assert set(saved["behaviors"]) == {"3DBall", "3DBallCopy"}
-    assert set(saved["jppo"]["run_record"]["behaviors"]) == {"3DBall", "3DBallCopy"}
+    assert set(saved["behaviors"]) == {"3DBall", "Basic"}
+    assert saved["jppo"]["run_record"]["behaviors"]["Basic"]["observation_size"] == 20
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConfigWarning)
-        again = parse(saved)
-        first = parse(TWO)
+        again, first = parse(saved), parse(MIXED)
     assert [again.for_behavior(n).ppo for n in again.behavior_names] == [
         first.for_behavior(n).ppo for n in first.behavior_names]
 
