@@ -118,7 +118,7 @@ def test_two_agent_types_train_together_each_with_its_own_policy_and_files(tmp_p
         first.for_behavior(n).ppo for n in first.behavior_names]
 
 
-def test_a_run_of_two_behaviors_resumes_each_from_its_own_checkpoint(tmp_path, capsys):
+def test_each_behavior_resumes_runs_and_starts_others_from_its_own_checkpoint(tmp_path, capsys):
     data = yaml.safe_load(yaml.safe_dump(TWO))
     with standins(tmp_path, ["two-behaviors"]) as (port, procs, logs):
         assert train(tmp_path, write(tmp_path, data), port, "--no-export",
@@ -134,6 +134,26 @@ def test_a_run_of_two_behaviors_resumes_each_from_its_own_checkpoint(tmp_path, c
         steps = [s for s, _ in rows]
         assert steps == sorted(steps) and steps[-1] >= max_steps  # appended after the checkpoint
         assert checkpoint.load_policy(run / name).steps >= max_steps
+    done = {n: checkpoint.load_policy(run / n).steps for n in ("3DBall", "3DBallCopy")}
+    files = sorted(p for p in run.rglob("*") if p.is_file())
+    capsys.readouterr()
+    # --inference runs each behavior's own trained policy and writes nothing.
+    with standins(tmp_path, ["two-behaviors"]) as (port, procs, logs):
+        assert train(tmp_path, write(tmp_path, data), port, "--inference", "--resume",
+                     "--stop-after-steps", "200") == 0
+    assert sorted(p for p in run.rglob("*") if p.is_file()) == files
+    # --initialize-from starts each behavior of a new run from its own policy in that run.
+    from jppo.train import main
+
+    with standins(tmp_path, ["two-behaviors"]) as (port, procs, logs):
+        assert main([write(tmp_path, data), "--env", "editor", "--base-port", str(port),
+                     "--results-dir", str(tmp_path / "results"), "--run-id", "tuned",
+                     "--initialize-from", "ball", "--stop-after-steps", "200", "--no-export"]) == 0
+    out = capsys.readouterr().out
+    for name in ("3DBall", "3DBallCopy"):
+        source = checkpoint.latest(run / name)
+        assert f"initialized from {str(source)!r} (trained {done[name]:,} steps)" in out
+        assert checkpoint.load_policy(tmp_path / "results" / "tuned" / name).steps < 400
 
 
 def test_a_behavior_the_configuration_does_not_name_is_one_sentence(tmp_path, capsys):
