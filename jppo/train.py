@@ -160,6 +160,8 @@ def resolve(args) -> Launch:
         raise UserError(f"--bind has nothing to bind with --env {env}: it places the sockets jppo "
                         "listens on, the gRPC servers a Unity build or the editor connects to "
                         "and a multi-process run's coordinator (--coordinator, --distributed).")
+    if settings.others:
+        _check_several_behaviors(settings, env, unity, args)
     if host and args.sweep:
         raise UserError(f"--sweep works with the JAX environments only ({', '.join(envs.names())}"
                         "); a Unity or Gymnasium environment trains one setting per run.")
@@ -180,6 +182,22 @@ def resolve(args) -> Launch:
     return Launch(settings, env, resume=args.resume, force=args.force, quiet=args.quiet,
                   stop_after_steps=args.stop_after_steps, sweep=sweep,
                   split_minibatches=args.split_minibatches)
+
+
+def _check_several_behaviors(settings, env: str, unity: bool, args) -> None:
+    """A run of several behaviors trains them together from one Unity scene, in one process."""
+    names = ", ".join(settings.behavior_names)
+    if not unity:
+        other = (f", or keep one behavior for --env {env}" if args.env or settings.env else "")
+        raise UserError(f"the configuration trains {len(settings.behavior_names)} behaviors "
+                        f"({names}); several behaviors train together through Unity only (a "
+                        f"scene with several agent types): give --env a build or 'editor'"
+                        f"{other}.")
+    for flag, given in (("--devices", args.devices), ("--coordinator", args.coordinator),
+                        ("--distributed", args.distributed)):
+        if given:
+            raise UserError(f"{flag} is not supported with several behaviors ({names}); a run "
+                            "of several behaviors trains in one process on one device.")
 
 
 def run(args) -> int:

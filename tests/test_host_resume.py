@@ -18,7 +18,7 @@ import pytest
 import yaml
 
 from jppo import distributed
-from jppo.host_loop import driver, sharded_update
+from jppo.host_loop import driver
 from jppo.runs import checkpoint
 from jppo.runs.launch import Launch
 from jppo.runs.settings import load
@@ -70,13 +70,13 @@ def test_a_resumed_host_run_starts_from_its_checkpoint_exactly(runs):
         checkpoint.read(checkpoint.latest(folder))[1]["train"])]
     settings = load(runs / "cartpole.yaml")
     settings = dataclasses.replace(settings, results_dir=str(runs / "results"), run_id="b")
-    host = driver.HostRun(Launch(settings, GYM, resume=True), 1,
-                          sharded_update.make_layout(None, settings.ppo, False))
+    host = driver.HostRun(Launch(settings, GYM, resume=True), 1, None)
     try:
         host.setup()
-        assert (host.steps, host.updates, host.start_step) == (steps, updates, steps)
-        restored = jax.tree_util.tree_leaves(
-            flax.serialization.to_state_dict(jax.device_get(distributed.local_replica(host.state))))
+        (learner,) = host.learners.values()
+        assert (learner.steps, learner.updates, learner.start_step) == (steps, updates, steps)
+        restored = jax.tree_util.tree_leaves(flax.serialization.to_state_dict(
+            jax.device_get(distributed.local_replica(learner.state))))
         assert len(saved) == len(restored) > 10
         assert all(np.array_equal(a, np.asarray(b)) for a, b in zip(saved, restored))
     finally:

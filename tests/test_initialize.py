@@ -161,16 +161,16 @@ def test_gymnasium_run_starts_from_a_jax_runs_policy(source_run, tmp_path, monke
     """init_path (a run folder) on the host loop: the first update's state is the source's
     (a JAX-loop CartPole policy fine-tuned on Gymnasium's CartPole)."""
     pytest.importorskip("gymnasium")
-    from jppo.host_loop import driver as host_driver
+    from jppo.host_loop.learner import Learner
     seen = []
-    learn = host_driver.HostRun._learn
+    learn = Learner.learn
 
-    def first_learn(self):
+    def first_learn(self, *args):
         if not seen:
             seen.append(jax.device_get(self.state))
-        learn(self)
+        learn(self, *args)
 
-    monkeypatch.setattr(host_driver.HostRun, "_learn", first_learn)
+    monkeypatch.setattr(Learner, "learn", first_learn)
     data = tiny_cartpole(256)
     data["behaviors"]["CartPole"]["init_path"] = str(source_run / "results" / "src")
     config = tmp_path / "gym.yaml"

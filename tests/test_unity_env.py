@@ -57,7 +57,7 @@ def test_fault_messages_name_the_worker_and_the_cause(file_name, kind, text, sta
 
 
 class _Specs:
-    """What ``pick_behavior`` reads of a VecEnv."""
+    """What ``pick_behaviors`` reads of a VecEnv."""
 
     def __init__(self, *specs):
         self.specs = {s.name: s for s in specs}
@@ -80,33 +80,64 @@ SUPPORTED = ("jppo trains vector sensors (any number, stacked or not) with conti
      "behavior '3DBall?team=0' has sensor 'BufferSensor' of shape (20, 23), a variable-length "
      "buffer sensor; " + SUPPORTED),
     ((BehaviorSpec(B, ((8,),), 0, ()),), "behavior '3DBall?team=0' has no actions; " + SUPPORTED),
-    ((), "the environment has 0 behaviors (none); jppo trains one behavior at a time, so give the "
-         "others a model or Heuristic Only in Behavior Parameters."),
+    ((), "the environment has 0 behaviors (none); the configuration trains '3DBall' alone, so "
+         "add a section under 'behaviors' for each of the others (jppo trains them together), or "
+         "give them a model or Heuristic Only in Behavior Parameters."),
     ((BehaviorSpec(B, ((8,),), 2), BehaviorSpec("3DBallCopy?team=0", ((8,),), 2)),
-     "the environment has 2 behaviors (3DBall?team=0, 3DBallCopy?team=0); jppo trains one "
-     "behavior at a time, so give the others a model or Heuristic Only in Behavior Parameters."),
+     "the environment has 2 behaviors (3DBall?team=0, 3DBallCopy?team=0); the configuration "
+     "trains '3DBall' alone, so add a section under 'behaviors' for each of the others (jppo "
+     "trains them together), or give them a model or Heuristic Only in Behavior Parameters."),
 ])
 def test_behaviors_jppo_cannot_train_are_named(specs, message):
-    from jppo.host_loop.connect import pick_behavior
+    from jppo.host_loop.connect import pick_behaviors
     from jppo.runs.settings import DEFAULT_CONFIG, load
 
     with pytest.raises(EnvFault) as fault:
-        pick_behavior(_Specs(*specs), load(DEFAULT_CONFIG).behavior, "editor")
+        pick_behaviors(_Specs(*specs), load(DEFAULT_CONFIG).behavior_names, "editor")
     assert str(fault.value) == message
 
 
+@pytest.mark.parametrize("specs, message", [
+    ((), "the environment has no behavior; the configuration trains A, B."),
+    ((BehaviorSpec("A?team=0", ((8,),), 2), BehaviorSpec("C?team=0", ((8,),), 2)),
+     "the scene has behavior 'C', which the configuration does not train (A, B); add a section "
+     "for it under 'behaviors', or give it a model or Heuristic Only in Behavior Parameters."),
+    ((BehaviorSpec("A?team=0", ((8,),), 2), BehaviorSpec("A?team=1", ((8,),), 2)),
+     "behavior 'A' plays as several teams (A?team=0, A?team=1): that is self-play, which jppo "
+     "does not implement; give every agent of the behavior team id 0."),
+])
+def test_a_run_of_several_behaviors_names_what_it_cannot_train(specs, message):
+    from jppo.host_loop.connect import pick_behaviors
+
+    with pytest.raises(EnvFault) as fault:
+        pick_behaviors(_Specs(*specs), ("A", "B"), "editor")
+    assert str(fault.value) == message
+
+
+def test_a_run_of_several_behaviors_takes_those_present_and_admits_the_others_later():
+    from jppo.host_loop.connect import admit_behavior, pick_behaviors
+
+    scene = _Specs(BehaviorSpec("B?team=0", ((20,),), 0, (3,)))
+    assert pick_behaviors(scene, ("A", "B"), "editor") == [("B?team=0", 20, ActionSpec.discrete(3))]
+    scene.specs["A?team=0"] = BehaviorSpec("A?team=0", ((8,), (2,)), 2)
+    assert admit_behavior(scene, "A?team=0", ("A", "B"), "editor", True) == (
+        "A?team=0", ((8,), (2,)), ActionSpec.continuous(2))
+    with pytest.raises(EnvFault, match="the environment now has 2 behaviors"):
+        admit_behavior(scene, "A?team=0", ("B",), "editor", False)
+
+
 def test_the_one_behavior_is_picked_with_its_sizes():
-    from jppo.host_loop.connect import pick_behavior
+    from jppo.host_loop.connect import pick_behaviors
     from jppo.runs.settings import DEFAULT_CONFIG, load
 
-    got = pick_behavior(_Specs(BehaviorSpec(B, ((8,),), 2)), load(DEFAULT_CONFIG).behavior, "editor")
+    names = load(DEFAULT_CONFIG).behavior_names
+    (got,) = pick_behaviors(_Specs(BehaviorSpec(B, ((8,),), 2)), names, "editor")
     assert got == (B, 8, ActionSpec.continuous(2))
-    got = pick_behavior(_Specs(BehaviorSpec("CartPole", ((4,),), 0, (2,))), load(DEFAULT_CONFIG).behavior,
-                        "gymnasium:CartPole-v1")  # no name check: Gymnasium has no behavior names
+    (got,) = pick_behaviors(_Specs(BehaviorSpec("CartPole", ((4,),), 0, (2,))), names,
+                            "gymnasium:CartPole-v1")  # no name check: Gymnasium has no behavior names
     assert got == ("CartPole", 4, ActionSpec.discrete(2))
     # Several vector sensors (stacked or not) and any mix of actions are trained.
-    got = pick_behavior(_Specs(BehaviorSpec(B, ((27,), (18,)), 2, (3, 2))),
-                        load(DEFAULT_CONFIG).behavior, "editor")
+    (got,) = pick_behaviors(_Specs(BehaviorSpec(B, ((27,), (18,)), 2, (3, 2))), names, "editor")
     assert got == (B, ((27,), (18,)), ActionSpec.hybrid(2, (3, 2)))
 
 

@@ -19,7 +19,7 @@ import yaml
 
 from jppo.core.networks import ActionSpec
 from jppo.errors import UserError
-from jppo.host_loop import restarts, unity_env
+from jppo.host_loop import unity_env
 from jppo.host_loop.restarts import Limits, Restarts, restartable
 from jppo.host_loop.trajectories import TrajectoryAssembler
 from jppo.host_loop.unity_env import UnityVecEnv

@@ -121,14 +121,15 @@ def test_several_behaviors_are_refused_in_one_sentence(tmp_path, capsys):
     with standin(tmp_path, "Reach", fault="two-behaviors") as (port, proc, log):
         assert train(tmp_path, config(tmp_path, "Reach", 1000), port) == 2
     assert one_line_error(capsys) == (
-        "the environment has 2 behaviors (Reach?team=0, ReachCopy?team=0); jppo trains one "
-        "behavior at a time, so give the others a model or Heuristic Only in Behavior Parameters.")
+        "the environment has 2 behaviors (Reach?team=0, ReachCopy?team=0); the configuration "
+        "trains 'Reach' alone, so add a section under 'behaviors' for each of the others (jppo "
+        "trains them together), or give them a model or Heuristic Only in Behavior Parameters.")
     assert not (tmp_path / "results" / "scene" / "configuration.yaml").exists()
 
 
 def test_observations_of_any_rank_reach_the_refusal_without_a_traceback():
     """What a worker reports is never reshaped: an image or a buffer sensor's arrays pass through
-    ``to_agent_steps`` as they are, for ``pick_behavior`` to name."""
+    ``to_agent_steps`` as they are, for ``pick_behaviors`` to name."""
     from jppo.host_loop.unity_env import non_finite, to_agent_steps
 
     image = np.zeros((3, 8, 8, 3), np.float32)

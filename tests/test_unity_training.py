@@ -229,8 +229,9 @@ def test_two_behaviors_are_refused_by_name(tmp_path, capsys):
     with standins(tmp_path, ["two-behaviors"]) as (port, procs, logs):
         assert train(tmp_path, write_config(tmp_path), port) == 2
     assert one_line_error(capsys) == (
-        "the environment has 2 behaviors (3DBall?team=0, 3DBallCopy?team=0); jppo trains one "
-        "behavior at a time, so give the others a model or Heuristic Only in Behavior Parameters.")
+        "the environment has 2 behaviors (3DBall?team=0, 3DBallCopy?team=0); the configuration "
+        "trains '3DBall' alone, so add a section under 'behaviors' for each of the others (jppo "
+        "trains them together), or give them a model or Heuristic Only in Behavior Parameters.")
     assert not checkpoint.list_checkpoints(tmp_path / "results" / "ball")
 
 

@@ -91,31 +91,73 @@ def make_vec_env(settings, env: str, workers: int, log_folder: pathlib.Path | No
                                      settings.restarts_rate_limit_period_s))
 
 
-def pick_behavior(vec: VecEnv, behavior: str, env: str) -> Behavior:
-    """The one behavior the scene must have, named ``behavior`` (a Gymnasium vector's is named
-    after the config's)."""
-    names = sorted(vec.specs)
-    if len(names) != 1:
-        raise EnvFault("behaviors", f"the environment has {len(names)} behaviors ("
-                       f"{', '.join(names) or 'none'}); jppo trains one behavior at a time, so "
-                       "give the others a model or Heuristic Only in Behavior Parameters.")
-    spec = vec.specs[names[0]]
-    if not env.startswith(gym_env.PREFIX) and names[0].split("?")[0] != behavior:
-        raise EnvFault("behaviors", f"the scene's behavior is {names[0].split('?')[0]!r} but the "
-                       f"config trains {behavior!r}; name the behavior in the config's "
-                       "'behaviors' section as in Behavior Parameters.")
+def trained_name(scene_name: str) -> str:
+    """The configuration's name of a scene's behavior ("3DBall?team=0" -> "3DBall")."""
+    return scene_name.split("?")[0]
+
+
+def pick_behaviors(vec: VecEnv, names: tuple, env: str) -> list[Behavior]:
+    """The behaviors the scene announced at its first reset, each one the configuration
+    trains (``names``). A run of one behavior needs exactly that one (a Gymnasium vector's is
+    named after the config's); a run of several takes those present, in the scene's order,
+    and the others as they appear (``admit_behavior``)."""
+    scene = sorted(vec.specs)
+    if len(names) == 1:
+        if len(scene) != 1:
+            raise EnvFault("behaviors", f"the environment has {len(scene)} behaviors ("
+                           f"{', '.join(scene) or 'none'}); the configuration trains "
+                           f"{names[0]!r} alone, so add a section under 'behaviors' for each "
+                           "of the others (jppo trains them together), or give them a model or "
+                           "Heuristic Only in Behavior Parameters.")
+        if not env.startswith(gym_env.PREFIX) and trained_name(scene[0]) != names[0]:
+            raise EnvFault("behaviors", f"the scene's behavior is {trained_name(scene[0])!r} but "
+                           f"the config trains {names[0]!r}; name the behavior in the config's "
+                           "'behaviors' section as in Behavior Parameters.")
+        return [checked_behavior(vec, scene[0])]
+    if not scene:
+        raise EnvFault("behaviors", f"the environment has no behavior; the configuration trains "
+                       f"{', '.join(names)}.")
+    return [admit_behavior(vec, name, names, env, True) for name in scene]
+
+
+def admit_behavior(vec: VecEnv, name: str, names: tuple, env: str, several: bool) -> Behavior:
+    """A behavior the scene announced after the first reset: trained if the configuration
+    names it (a run of several), else the run cannot go on (an ``EnvFault``)."""
+    if not several:
+        raise EnvFault("behaviors", f"the environment now has {len(vec.specs)} behaviors ("
+                       f"{', '.join(sorted(vec.specs))}); the configuration trains {names[0]!r} "
+                       "alone, so add a section under 'behaviors' for each of the others (jppo "
+                       "trains them together), or give them a model or Heuristic Only in "
+                       "Behavior Parameters.")
+    trained = trained_name(name)
+    if trained not in names:
+        raise EnvFault("behaviors", f"the scene has behavior {trained!r}, which the "
+                       f"configuration does not train ({', '.join(names)}); add a section for "
+                       "it under 'behaviors', or give it a model or Heuristic Only in Behavior "
+                       "Parameters.")
+    teams = sorted(n for n in vec.specs if trained_name(n) == trained)
+    if len(teams) > 1:
+        raise EnvFault("behaviors", f"behavior {trained!r} plays as several teams ("
+                       f"{', '.join(teams)}): that is self-play, which jppo does not implement; "
+                       "give every agent of the behavior team id 0.")
+    return checked_behavior(vec, name)
+
+
+def checked_behavior(vec: VecEnv, name: str) -> Behavior:
+    """Behavior ``name`` of the scene, if jppo can train what it observes and does."""
+    spec = vec.specs[name]
     shapes = spec.observation_shapes
     for i, shape in enumerate(shapes):
         if len(shape) != 1:
-            raise EnvFault("shape", f"behavior {names[0]!r} has {_sensor(spec, i)} of shape "
+            raise EnvFault("shape", f"behavior {name!r} has {_sensor(spec, i)} of shape "
                            f"{tuple(shape)}, {_kind_of(spec, i)}; {SUPPORTED}.")
     if not shapes:
-        raise EnvFault("shape", f"behavior {names[0]!r} has no sensor; {SUPPORTED}.")
+        raise EnvFault("shape", f"behavior {name!r} has no sensor; {SUPPORTED}.")
     action_spec = spec.action_spec()
     if action_spec is None:
-        raise EnvFault("shape", f"behavior {names[0]!r} has no actions; {SUPPORTED}.")
+        raise EnvFault("shape", f"behavior {name!r} has no actions; {SUPPORTED}.")
     size = int(shapes[0][0]) if len(shapes) == 1 else tuple(tuple(s) for s in shapes)
-    return Behavior(names[0], size, action_spec)
+    return Behavior(name, size, action_spec)
 
 
 def _sensor(spec, i: int) -> str:
@@ -135,4 +177,5 @@ def _kind_of(spec, i: int) -> str:
     return f"an observation of rank {len(shape)}"
 
 
-__all__ = ["Behavior", "EDITOR", "check_shares", "is_host_env", "make_vec_env", "num_workers", "pick_behavior"]
+__all__ = ["Behavior", "EDITOR", "admit_behavior", "check_shares", "checked_behavior", "is_host_env",
+           "make_vec_env", "num_workers", "pick_behaviors", "trained_name"]

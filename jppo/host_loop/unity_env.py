@@ -408,7 +408,7 @@ def to_agent_steps(payload: tuple) -> AgentSteps:
     ``jppo.host_loop.unity_worker``): ``(decision ids, [obs per sensor], rewards, terminal ids,
     [obs per sensor], rewards, interrupted, allowed)``. One sensor's observations stay one
     array, several are a tuple in the scene's order; nothing is reshaped or concatenated, so
-    whatever a sensor sends reaches the trainer as it is (``connect.pick_behavior`` has checked
+    whatever a sensor sends reaches the trainer as it is (``connect.checked_behavior`` has checked
     that every sensor is one jppo trains)."""
     d_ids, d_obs, d_rew, t_ids, t_obs, t_rew, interrupted, allowed = payload
     per_sensor = lambda obs: (np.asarray(obs[0], np.float32) if len(obs) == 1

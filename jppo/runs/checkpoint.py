@@ -80,6 +80,22 @@ def latest(run_dir) -> pathlib.Path | None:
     return paths[-1] if paths else None
 
 
+def behavior_folders(run_dir) -> list[pathlib.Path]:
+    """The behaviors' own run folders of a run that trained several (results/<run>/<behavior>/
+    with checkpoints); empty for a run of one behavior."""
+    run_dir = pathlib.Path(run_dir)
+    if not run_dir.is_dir():
+        return []
+    return [d for d in sorted(run_dir.iterdir())
+            if d.is_dir() and not d.is_symlink() and latest(d) is not None]
+
+
+def newest_anywhere(run_dir) -> pathlib.Path | None:
+    """The newest checkpoint of a run folder, or of one of its behaviors' folders."""
+    found = [p for p in [latest(run_dir)] + [latest(d) for d in behavior_folders(run_dir)] if p]
+    return max(found, key=lambda p: p.stat().st_mtime) if found else None
+
+
 def read(path: pathlib.Path) -> tuple[dict, dict]:
     """``(meta, raw state dict)`` of a checkpoint file; a damaged file is a ``UserError``."""
     try:
@@ -194,6 +210,11 @@ def load_policy(run_dir, seed_index: int = 0, steps: int | None = None, *,
         raise UserError(f"run folder {str(run_dir)!r} does not exist; give a folder written by "
                         "python -m jppo.train, such as results/<run-id>.")
     path = latest(run_dir) if steps is None else _saved_at(run_dir, steps)
+    several = behavior_folders(run_dir) if path is None else []
+    if several:
+        raise UserError(f"run folder {str(run_dir)!r} trained several behaviors ("
+                        f"{', '.join(d.name for d in several)}); give one behavior's folder, such "
+                        f"as {str(several[0])!r}.")
     if path is None:
         raise UserError(f"run folder {str(run_dir)!r} holds no checkpoint yet; train first, or "
                         "wait for the first checkpoint.")

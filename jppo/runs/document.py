@@ -38,6 +38,7 @@ class Checked:
     values: dict = dataclasses.field(default_factory=dict)  # target -> value
     harmless: list = dataclasses.field(default_factory=list)  # "path = value"
     defaults: list = dataclasses.field(default_factory=list)  # "path = value"
+    others: list = dataclasses.field(default_factory=list)  # the run's other behaviors, checked
 
     def warning(self) -> str | None:
         """The run's one warning line, or None."""
@@ -201,22 +202,38 @@ def _deep_update(base: dict, update: dict):
 
 
 def check(data, source: str) -> Checked:
-    """The document ``data`` checked; the behavior's settings merged over default_settings."""
+    """The document ``data`` checked, one behavior at a time (each merged over
+    default_settings); the first behavior's ``Checked`` holds the others in ``others``, and
+    the run's one warning line names every key accepted without effect, once."""
     if data is None:
         data = {}
     if not isinstance(data, dict):
         raise UserError(f"{source} must be a mapping of keys to values, not {brief(data)}.")
-    data = dict(data)
     behaviors = data.get("behaviors")
     if behaviors is not None and not isinstance(behaviors, dict):
         typed(behaviors, "section", "behaviors")
     behaviors = dict(behaviors or {})
-    if len(behaviors) != 1:
-        names = ", ".join(str(b) for b in behaviors) or "none"
-        raise UserError(f"{source} must define exactly one behavior under 'behaviors' (found: "
-                        f"{names}); jppo trains one behavior at a time.")
-    (behavior, spec), = behaviors.items()
-    out = Checked(behavior=str(behavior))
+    if not behaviors:
+        raise UserError(f"{source} defines no behavior under 'behaviors'; give a section per "
+                        "behavior, named as in the scene's Behavior Parameters (e.g. "
+                        "behaviors: {3DBall: {...}}).")
+    names = [str(b) for b in behaviors]
+    if len(set(names)) != len(names):
+        raise UserError(f"{source} names a behavior twice under 'behaviors' ({', '.join(names)}).")
+    checked = [_check_behavior(data, str(name), spec) for name, spec in behaviors.items()]
+    first = checked[0]
+    first.others = checked[1:]
+    for other in first.others:  # the run's keys are named once, a behavior's own each time
+        first.harmless += [h for h in other.harmless if h not in first.harmless]
+        first.defaults += [d for d in other.defaults if d not in first.defaults]
+    return first
+
+
+def _check_behavior(data: dict, behavior: str, spec) -> Checked:
+    """The document as it applies to ``behavior``: its section merged over default_settings,
+    the run's sections as they are."""
+    data = dict(data)
+    out = Checked(behavior=behavior)
     defaults = data.get("default_settings")
     if defaults is not None:
         _walk({"default_settings": defaults}, [], out, record=False)
@@ -224,7 +241,8 @@ def check(data, source: str) -> Checked:
         if spec is not None:
             typed(spec, "section", f"behaviors.{behavior}")
             _deep_update(merged, copy.deepcopy(spec))
-        data["behaviors"] = {behavior: merged}
+        spec = merged
+    data["behaviors"] = {behavior: spec}
     data.pop("default_settings", None)
     # jppo's own section last: its keys win over ML-Agents' (jppo.seed over env_settings.seed).
     _walk(dict(sorted(data.items(), key=lambda item: item[0] == "jppo")), [], out, record=True)

@@ -370,7 +370,10 @@ class Curriculum:
         self.smoothed = list(smoothed) if smoothed is not None else [0.0] * len(parameters)
         lengths = [l.criteria.min_lesson_length for p in parameters for l in p.lessons
                    if l.criteria is not None]
-        self.rewards: collections.deque = collections.deque(maxlen=max([1] + lengths))
+        self._length = max([1] + lengths)
+        # Episode returns per behavior (None: the run's only behavior), as ML-Agents keeps a
+        # reward buffer per trainer and a lesson reads its criteria's behavior's.
+        self.rewards: dict = {}
 
     def samplers(self) -> dict:
         """``{name: Sampler}`` of every parameter's current lesson."""
@@ -393,26 +396,32 @@ class Curriculum:
                              f"({lesson.value.describe()})")
         return lines
 
-    def add_rewards(self, returns) -> None:
-        """Episode returns, oldest first."""
-        self.rewards.extend(float(r) for r in returns)
+    def add_rewards(self, returns, behavior: Optional[str] = None) -> None:
+        """Episode returns of ``behavior`` (None: the run trains one), oldest first."""
+        buffer = self.rewards.setdefault(behavior, collections.deque(maxlen=self._length))
+        buffer.extend(float(r) for r in returns)
 
-    def update(self, progress: float) -> tuple[list[str], bool]:
-        """Advance what is due; returns (names of parameters whose lesson changed, whether a
+    def update(self, progress) -> tuple[list[str], bool]:
+        """Advance what is due; ``progress`` is steps / max_steps of the run's one behavior, or
+        ``{behavior: progress}``. Returns (names of parameters whose lesson changed, whether a
         changed lesson asks for ``require_reset``)."""
         changed, reset = [], False
         for i, p in enumerate(self.parameters):
             lesson = p.lessons[self.lessons[i]]
             if lesson.criteria is None or self.lessons[i] + 1 >= len(p.lessons):
                 continue
-            due, self.smoothed[i] = need_increment(lesson.criteria, progress, list(self.rewards),
+            behavior = lesson.criteria.behavior
+            rewards = self.rewards.get(behavior, self.rewards.get(None, ()))
+            measured = progress.get(behavior, 0.0) if isinstance(progress, dict) else progress
+            due, self.smoothed[i] = need_increment(lesson.criteria, measured, list(rewards),
                                                    self.smoothed[i])
             if due:
                 self.lessons[i] += 1
                 changed.append(p.name)
                 reset = reset or lesson.criteria.require_reset
-        if changed:
-            self.rewards.clear()
+        if changed:  # every behavior's buffer, as ML-Agents clears every trainer's
+            for buffer in self.rewards.values():
+                buffer.clear()
         return changed, reset
 
 

@@ -125,7 +125,7 @@ def path_of(settings: RunSettings) -> pathlib.Path:
 def holds_run(path: pathlib.Path) -> bool:
     """Whether ``path`` holds a run worth keeping: a checkpoint, a summary row (progress.csv of
     the run or of a sweep member, past its header) or run_info.json."""
-    if checkpoint.latest(path) is not None or (path / "run_info.json").exists():
+    if checkpoint.newest_anywhere(path) is not None or (path / "run_info.json").exists():
         return True
     for csv in path.rglob("progress.csv"):
         with csv.open("rb") as f:
@@ -150,7 +150,7 @@ def prepare(settings: RunSettings, resume: bool, force: bool) -> RunFolder:
         if (path / LOCK_NAME).exists():  # a run may be using it: find out before anything else
             lock = RunLock.take(path, settings.run_id)
         if resume:
-            last = checkpoint.latest(path)
+            last = checkpoint.newest_anywhere(path)
             if last is None:
                 where = "does not exist" if not path.exists() else "has no checkpoint"
                 raise UserError(f"--resume: run {settings.run_id!r} {where} in "
@@ -173,7 +173,8 @@ def prepare(settings: RunSettings, resume: bool, force: bool) -> RunFolder:
                 else:
                     entry.unlink()
         remove_temporaries(path)
-        return RunFolder(path, checkpoint.latest(path) if resume else None, lock, created)
+        # A run of several behaviors resumes each from its own folder's newest checkpoint.
+        return RunFolder(path, checkpoint.newest_anywhere(path) if resume else None, lock, created)
     except OSError as err:
         if lock is not None:
             lock.release(delete=False)

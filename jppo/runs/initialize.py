@@ -78,14 +78,15 @@ def source(settings: RunSettings, resume: bool = False) -> Optional[pathlib.Path
     a fresh start; a missing run, folder or file is one sentence."""
     results = pathlib.Path(settings.results_dir)
     if resume:  # the run's own checkpoint: resumed by the loop, or run by --inference
-        return (_newest(results / settings.run_id, f"--resume: run {settings.run_id!r}")
-                if settings.inference else None)
+        return (_newest(_of_behavior(results / settings.run_id, settings.behavior),
+                        f"--resume: run {settings.run_id!r}") if settings.inference else None)
     run = None
     if settings.initialize_from is not None:
         run = results / settings.initialize_from
         if not run.is_dir():
             raise UserError(f"--initialize-from: run {settings.initialize_from!r} does not exist "
                             f"in {settings.results_dir!r}; check the run id and --results-dir.")
+        run = _of_behavior(run, settings.behavior)
     path = settings.init_path
     if path is None:
         return None if run is None else _newest(run, f"run {settings.initialize_from!r}")
@@ -99,6 +100,13 @@ def source(settings: RunSettings, resume: bool = False) -> Optional[pathlib.Path
         raise UserError(f"{where} does not exist ({str(given)!r}); give a run folder such as "
                         "results/<run-id> or one of its checkpoints/checkpoint-*.msgpack files.")
     return given
+
+
+def _of_behavior(run: pathlib.Path, behavior: str) -> pathlib.Path:
+    """Where a run keeps ``behavior``'s checkpoints: its own folder in a run of several
+    behaviors (results/<run>/<behavior>/), else the run folder."""
+    own = run / behavior
+    return own if checkpoint.latest(own) is not None else run
 
 
 def _newest(run: pathlib.Path, what: str) -> pathlib.Path:

@@ -181,7 +181,8 @@ _FROM_CLI = "jppo reads it from the command line only; remove it and pass {flag}
 
 KEYS: tuple[Key, ...] = (
     Key("behaviors", "section", None, HONOURED,
-        "exactly one behavior: jppo trains one behavior per run"),
+        "one section per behavior; several train together through Unity (a scene with several "
+        "agent types), each with its own policy, files and model"),
     *_trainer(f"behaviors.{BEHAVIOR}"),
     Key("default_settings", "section", None, HONOURED,
         "merged under the behavior's own settings as ML-Agents merges it"),

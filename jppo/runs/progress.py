@@ -48,10 +48,11 @@ class ProgressDisplay:
                               reward=_fmt(mean_reward))
 
     def log(self, step: int, elapsed: float, mean_reward: float, std_reward: float,
-            training: bool = True):
-        """The line ML-Agents prints every summary period ("Not Training." in inference)."""
+            training: bool = True, behavior: str | None = None):
+        """The line ML-Agents prints every summary period ("Not Training." in inference), for
+        ``behavior`` (default: the one the display was made for)."""
         self._progress.console.print(
-            f"[INFO] {self.behavior}. Step: {step}. Time Elapsed: {elapsed:.3f} s. "
+            f"[INFO] {behavior or self.behavior}. Step: {step}. Time Elapsed: {elapsed:.3f} s. "
             f"Mean Reward: {_fmt(mean_reward)}. Std of Reward: {_fmt(std_reward)}. "
             f"{'Training.' if training else 'Not Training.'}", highlight=False)
 

@@ -33,13 +33,18 @@ class Outcome:
     extra_info: dict = dataclasses.field(default_factory=dict)  # devices, processes, ...
 
 
-def stop_note(cause: str, run_id: str, step: int, saved_at: int, saved_now: bool) -> str:
+def stop_note(cause: str, run_id: str, step, saved_at: int, saved_now: bool,
+              saved_each: str | None = None) -> str:
     """``cause`` and what became of the checkpoints, in one sentence: saved at ``step`` just
-    now, or the last one (``saved_at``; -1: none yet) intact."""
+    now, or the last one (``saved_at``; -1: none yet) intact. A run of several behaviors gives
+    its steps per behavior in ``step`` and its last checkpoints in ``saved_each``."""
     run = f"run {run_id!r}"
     if saved_now:
         return (f"{cause}; {run} stopped at step {step}, saved there: continue with --resume "
                 "once the environment works again.")
+    if saved_at >= 0 and saved_each:
+        return (f"{cause}; {run} stopped at step {step}, its last checkpoints ({saved_each}) "
+                "are intact: continue with --resume.")
     if saved_at >= 0:
         return (f"{cause}; {run} stopped at step {step}, its last checkpoint (step {saved_at}) "
                 "is intact: continue with --resume.")
@@ -105,6 +110,42 @@ def finish(settings: RunSettings, folder: RunFolder, outcome: Outcome,
     return info
 
 
+def finish_several(settings: RunSettings, folder: RunFolder | None, outcomes: dict,
+                   display: ProgressDisplay) -> dict:
+    """The end of a run of several behaviors (``outcomes``: {behavior: Outcome}): each
+    behavior's curve in its folder, its model at results/<run-id>/<behavior>.onnx (where
+    ML-Agents puts it), its table; run_info.json with a section per behavior. ``folder`` None:
+    an --inference run, which writes nothing."""
+    behaviors = {}
+    for name, outcome in outcomes.items():
+        view = settings.for_behavior(name)
+        if folder is None:
+            behaviors[name] = finish_inference(view, outcome, display)
+            continue
+        where = folder.path / name
+        title = f"{name} on {outcome.env}"
+        plot_learning_curve(where / "progress.csv", where / "learning_curve.png",
+                            f"{title} ({settings.run_id})")
+        rows = seed_rows(outcome.history, 1, outcome.steps, settings.seed)
+        done = outcome.steps >= view.ppo.max_steps
+        models = (export_models(view, folder, display, source=where)
+                  if done and settings.export_onnx else [])
+        summary_table(display.console, f"{title}: {'done' if done else 'stopped'}", rows)
+        behaviors[name] = {"steps": outcome.steps, "complete": done, "seeds": rows,
+                           "models": [str(m) for m in models],
+                           "compile_s": round(outcome.compile_s, 3)}
+    first = next(iter(outcomes.values()))
+    whole = dataclasses.replace(first, steps=sum(o.steps for o in outcomes.values()),
+                                session_steps=sum(o.session_steps for o in outcomes.values()),
+                                compile_s=sum(o.compile_s for o in outcomes.values()))
+    info = {**run_info(settings, whole), "behaviors": behaviors, **first.extra_info}
+    if folder is None:
+        return {**info, "inference": True}
+    display.message(whole_run_rate(info, whole))
+    write_json(folder, "run_info.json", info)
+    return info
+
+
 def finish_inference(settings: RunSettings, outcome: Outcome, display: ProgressDisplay) -> dict:
     """The end of an ``--inference`` run: the table of rewards on the console, nothing
     written; returns what a training run's run_info.json would hold of it."""
@@ -155,9 +196,10 @@ def finish_sweep(settings: RunSettings, folder: RunFolder, outcome: Outcome,
 
 
 def export_models(settings: RunSettings, folder: RunFolder, display: ProgressDisplay,
-                  members: list | None = None) -> list:
+                  members: list | None = None, source=None) -> list:
     """The ONNX policy of each seed (or sweep member, in its own folder), for Unity; skipped
-    with a note if onnx is not installed."""
+    with a note if onnx is not installed. ``source``: the folder of the checkpoints (a
+    behavior's own, in a run of several), else the run folder."""
     try:
         # Imported here: onnx is an optional extra, and a run without it still ends well.
         from jppo.onnx.actor import export_onnx
@@ -175,7 +217,7 @@ def export_models(settings: RunSettings, folder: RunFolder, display: ProgressDis
                    for m in members]
     paths = []
     for index, path, values in targets:
-        policy = checkpoint.load_policy(folder.path, index)
+        policy = checkpoint.load_policy(source or folder.path, index)
         paths.append(export_onnx(path, policy.params, policy.normalizer,
                                  policy.config.replace(**values), policy.action_spec,
                                  policy.observation_size))
@@ -184,5 +226,6 @@ def export_models(settings: RunSettings, folder: RunFolder, display: ProgressDis
     return paths
 
 
-__all__ = ["Outcome", "export_models", "finish", "finish_inference", "finish_sweep", "run_info", "seed_rows",
+__all__ = ["Outcome", "export_models", "finish", "finish_inference", "finish_several", "finish_sweep",
+           "run_info", "seed_rows",
            "stop_note", "write_failure"]

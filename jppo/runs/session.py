@@ -3,6 +3,7 @@ resuming from its newest checkpoint with the checkpoint's meta checked against t
 cadence of summaries and checkpoints."""
 from __future__ import annotations
 
+import pathlib
 from typing import Any, Callable
 
 import jax
@@ -40,17 +41,18 @@ def open_folder(launch: Launch) -> RunFolder | None:
     return distributed.on_main(lambda: folder.prepare(launch.settings, launch.resume, launch.force))
 
 
-def restore(run_folder: RunFolder | None, template: Any,
+def restore(source: RunFolder | pathlib.Path | None, template: Any,
             check: Callable[[dict], None]) -> tuple[Any, bool]:
-    """``(state, resumed)``: on every process, the newest checkpoint's state shaped like
-    ``template`` (process 0 reads it, ``check``-s its meta, and broadcasts it), or ``template``
-    itself when the run does not resume."""
+    """``(state, resumed)``: on every process, the state of the checkpoint ``source`` (a
+    checkpoint file, or a run folder's ``resume_from``) shaped like ``template`` (process 0
+    reads it, ``check``-s its meta, and broadcasts it), or ``template`` itself when the run does
+    not resume."""
     main = distributed.is_main()
-    resuming = distributed.broadcast_flag(run_folder is not None and run_folder.resume_from is not None)
+    path = source.resume_from if isinstance(source, RunFolder) else source
+    resuming = distributed.broadcast_flag(path is not None)
     if not resuming:
         return template, False
-    restored = distributed.on_main(
-        lambda: checkpoint.restore(run_folder.resume_from, template, check)[1])
+    restored = distributed.on_main(lambda: checkpoint.restore(path, template, check)[1])
     return distributed.broadcast_tree(restored if main else jax.device_get(template)), True
 
 

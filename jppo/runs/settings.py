@@ -50,9 +50,32 @@ MAX_TIMEOUT_WAIT = 86_400.0  # a day: longer means "forever" and overflows some 
 MAX_NAME_BYTES = 128
 
 
+# What ML-Agents sets per behavior (a TrainerSettings), besides the PPO hyperparameters; every
+# other field of RunSettings belongs to the run.
+PER_BEHAVIOR = ("behavior", "ppo", "summary_freq", "keep_checkpoints", "checkpoint_interval",
+                "init_path")
+
+
+@dataclasses.dataclass(frozen=True)
+class BehaviorSettings:
+    """Another behavior of a run that trains several together (``RunSettings.others``): its
+    name and its own trainer settings, as ML-Agents keeps one TrainerSettings per behavior."""
+
+    behavior: str
+    ppo: PPOConfig
+    summary_freq: int = 50_000
+    keep_checkpoints: int = 5
+    checkpoint_interval: int = 500_000
+    init_path: Optional[str] = None
+
+
 @dataclasses.dataclass(frozen=True)
 class RunSettings:
-    """Everything a training run needs besides the command line's file-system choices."""
+    """Everything a training run needs besides the command line's file-system choices.
+
+    ``behavior`` and the fields of ``PER_BEHAVIOR`` are the first behavior's; a run of several
+    behaviors (a Unity scene with several agent types) holds the others in ``others``, and
+    ``for_behavior`` gives each one's view: these settings with its own trainer fields."""
 
     behavior: str
     ppo: PPOConfig
@@ -90,11 +113,40 @@ class RunSettings:
     init_path: Optional[str] = None
     # Run the trained policy without training (checkpoint_settings.inference, --inference).
     inference: bool = False
+    others: tuple = ()  # BehaviorSettings of the behaviors after the first, in the file's order
+
+    @property
+    def behavior_names(self) -> tuple:
+        return (self.behavior,) + tuple(b.behavior for b in self.others)
+
+    def for_behavior(self, name: str) -> "RunSettings":
+        """The run as one behavior sees it: that behavior's trainer settings, no others."""
+        if name == self.behavior:
+            return dataclasses.replace(self, others=())
+        (own,) = [b for b in self.others if b.behavior == name]
+        return dataclasses.replace(self, others=(), **{k: getattr(own, k) for k in PER_BEHAVIOR})
+
+    def each_behavior(self) -> list["RunSettings"]:
+        return [self.for_behavior(name) for name in self.behavior_names]
+
+    def with_behaviors(self, views: list["RunSettings"]) -> "RunSettings":
+        """These run settings holding the behaviors of ``views`` (``for_behavior``'s form)."""
+        first, rest = views[0], views[1:]
+        return dataclasses.replace(
+            self, **{k: getattr(first, k) for k in PER_BEHAVIOR},
+            others=tuple(BehaviorSettings(**{k: getattr(v, k) for k in PER_BEHAVIOR})
+                         for v in rest))
 
     def to_yaml_dict(self, env: Optional[str] = None) -> dict:
         """The resolved settings, written to results/<run-id>/configuration.yaml: an ML-Agents
         trainer file plus the ``jppo:`` section, which ``parse`` reads back to these same
         settings (``env``: the environment the run resolved, when the settings name none)."""
+        out = self._one_yaml_dict(env)
+        for view in self.each_behavior()[1:]:
+            out["behaviors"].update(view._one_yaml_dict(env)["behaviors"])
+        return out
+
+    def _one_yaml_dict(self, env: Optional[str]) -> dict:
         p = self.ppo
         own_ppo = {k: getattr(p, k) for k in ("loss", "network", "value_coef", "clip_value",
                                                "max_grad_norm", "kl_target", "kl_coef",
@@ -162,6 +214,15 @@ def parse(data: Any, source: str = "the configuration") -> RunSettings:
     """``RunSettings`` from the parsed YAML document ``data``, checked against the key table
     (``jppo.runs.document``); the keys accepted without effect are named in one warning."""
     checked = document.check(data, source)
+    views = [_behavior_settings(c) for c in [checked] + checked.others]
+    settings = validate_run(views[0].with_behaviors(views))
+    if checked.warning():
+        warnings.warn(checked.warning(), ConfigWarning, stacklevel=2)
+    return settings
+
+
+def _behavior_settings(checked: document.Checked) -> RunSettings:
+    """The settings of one checked behavior (the run's fields as the whole file gives them)."""
     values = checked.values
     ppo = {k[4:]: v for k, v in values.items() if k.startswith("ppo.")}
     run = {k[4:]: v for k, v in values.items() if k.startswith("run.")}
@@ -174,10 +235,7 @@ def parse(data: Any, source: str = "the configuration") -> RunSettings:
     config = make_ppo_config(ppo)
     if even:
         run["checkpoint_interval"] = max(1, config.max_steps // run.get("keep_checkpoints", 5))
-    settings = validate_run(RunSettings(behavior=checked.behavior, ppo=config, **run))
-    if checked.warning():
-        warnings.warn(checked.warning(), ConfigWarning, stacklevel=2)
-    return settings
+    return RunSettings(behavior=checked.behavior, ppo=config, **run)
 
 
 def _positive_int(value, name: str) -> int:
@@ -234,7 +292,8 @@ def validate_run(settings: RunSettings) -> RunSettings:
     """The run's own settings checked (the PPO config checks itself): names, counts, seeds,
     ports and Unity's numbers; one sentence per mistake."""
     check_name("run id", settings.run_id)
-    check_name("behavior name", settings.behavior)
+    for name in settings.behavior_names:
+        check_name("behavior name", name)
     for name in ("num_envs", "num_workers"):
         value = getattr(settings, name)
         if value is not None and not 1 <= value <= INT32_MAX:
@@ -292,7 +351,8 @@ def yaml11_float(name: str, value):
 
 
 def apply_overrides(settings: RunSettings, assignments: list[str]) -> RunSettings:
-    """``name=value`` pairs (value parsed as YAML) applied to the PPO hyperparameters."""
+    """``name=value`` pairs (value parsed as YAML) applied to the PPO hyperparameters (of
+    every behavior, where the run trains several)."""
     values = {}
     for item in assignments:
         name, sep, raw = item.partition("=")
@@ -310,5 +370,6 @@ def apply_overrides(settings: RunSettings, assignments: list[str]) -> RunSetting
         values[name] = _ppo_value(name, value)
     if not values:
         return settings
-    merged = {**dataclasses.asdict(settings.ppo), **values}
-    return dataclasses.replace(settings, ppo=make_ppo_config(merged))
+    return settings.with_behaviors([
+        dataclasses.replace(view, ppo=make_ppo_config({**dataclasses.asdict(view.ppo), **values}))
+        for view in settings.each_behavior()])

@@ -131,7 +131,7 @@ class RunLog:
     """
 
     def __init__(self, run_dir: pathlib.Path, behavior: str, num_seeds: int, resume_step: int | None,
-                 first_seed: int = 0):
+                 first_seed: int = 0, event_dirs: list[pathlib.Path] | None = None):
         self.seeds = range(first_seed, first_seed + num_seeds)
         self.csv_path = run_dir / "progress.csv"
         if resume_step is not None and self.csv_path.exists():
@@ -142,8 +142,10 @@ class RunLog:
         if new_file:
             self._csv.writeheader()
         purge = None if resume_step is None else resume_step + 1
-        self._events = [_EventFile(d, purge)
-                        for d in tensorboard_dirs(run_dir, behavior, num_seeds, first_seed)]
+        # ``event_dirs``: where the events go instead of tensorboard_dirs' folders (a run of
+        # several behaviors writes each behavior's into its own folder, as ML-Agents does).
+        self._events = [_EventFile(d, purge) for d in
+                        event_dirs or tensorboard_dirs(run_dir, behavior, num_seeds, first_seed)]
 
     def _truncate_csv(self, step: int):
         with self.csv_path.open(newline="") as f:

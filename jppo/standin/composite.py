@@ -120,7 +120,8 @@ class Part:
         """Encoded AgentInfoProtos of several agents (``obs``: one array per scene sensor);
         the faults' sensors are shaped here, and ``nan`` replaces the observations."""
         m = len(ids)
-        obs = [np.asarray(o, np.float32).reshape(m, -1) for o in obs]
+        # A behavior with none of the frame's ended agents has empty arrays: sized explicitly.
+        obs = [np.asarray(o, np.float32).reshape(m, int(np.prod(np.shape(o)[1:]))) for o in obs]
         obs[0] = obs[0][:, :int(np.prod(self.sensors[0].shape))]  # bad-shape
         obs += [np.zeros((m, int(np.prod(s.shape))), np.float32) for s in self.sensors[len(obs):]]
         if nan and self.nan_fault:

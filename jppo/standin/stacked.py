@@ -30,7 +30,9 @@ def _push(stacks: np.ndarray, frames: np.ndarray) -> np.ndarray:
 
 def _split(stacks: np.ndarray) -> list:
     m = len(stacks)
-    return [stacks[:, :, :3].reshape(m, -1).copy(), stacks[:, :, 3:].reshape(m, -1).copy()]
+    frames = stacks.shape[1]  # sized explicitly: m may be 0
+    return [stacks[:, :, :3].reshape(m, frames * 3).copy(),
+            stacks[:, :, 3:].reshape(m, frames * (stacks.shape[2] - 3)).copy()]
 
 
 class HardScene(Scene):
