@@ -16,7 +16,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from jppo.api.evaluation import Evaluation, evaluate_run
+from jppo.api.evaluation import Evaluation, add_policy_arguments, evaluate_run
 from jppo.errors import UserError
 
 
@@ -25,14 +25,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m jppo.evaluate",
         description="Play a trained run's policy for whole episodes: returns of the stochastic "
                     "and the deterministic policy, and an animation of one episode.")
-    p.add_argument("run_dir", metavar="RUN_DIR", help="the run folder (results/<run-id>)")
-    p.add_argument("--seed", type=int, metavar="S",
-                   help="which of the run's seeds to play, by its value as the run labels it "
-                        "(--seed 5 --num-seeds 2 trained seeds 5 and 6; default: the first)")
-    p.add_argument("--member", type=int, metavar="I",
-                   help="a sweep: which member to play (its member.json index; default 0)")
-    p.add_argument("--checkpoint", type=int, metavar="STEP",
-                   help="the checkpoint saved at STEP steps (default: the newest)")
+    add_policy_arguments(p, "play")
     p.add_argument("--episodes", type=int, default=100, help="episodes per policy (default 100)")
     p.add_argument("--max-steps", type=int, default=1000,
                    help="decisions after which an episode is cut (default 1000)")

@@ -17,23 +17,16 @@ from pathlib import Path
 from jppo.errors import UserError
 from jppo.onnx.actor import (MASK_INPUT, MODEL_API_VERSION, OBS_INPUT, build_model, check_inputs,
                              export_onnx, run_model)
-from jppo.runs.checkpoint import load_policy
+from jppo.runs.checkpoint import add_policy_arguments, load_policy
 
 
 def _parse_args(argv):
     parser = argparse.ArgumentParser(
         prog="python -m jppo.export",
         description="Export a run's trained policy as an ONNX model for Unity ML-Agents.")
-    parser.add_argument("run_dir", metavar="RUN_DIR", help="the run folder (results/<run-id>)")
+    add_policy_arguments(parser, "export")
     parser.add_argument("--output", metavar="PATH",
                         help="where to write the model (default RUN_DIR/<behavior>.onnx)")
-    parser.add_argument("--seed", type=int, metavar="S",
-                        help="which of the run's seeds to export, by its value as the run "
-                             "labels it (default: the run's first seed)")
-    parser.add_argument("--member", type=int, metavar="I",
-                        help="a sweep: which member to export (its member.json index; default 0)")
-    parser.add_argument("--checkpoint", type=int, metavar="STEP",
-                        help="the checkpoint saved at STEP steps (default: the newest)")
     parser.add_argument("--check", action="store_true",
                         help="run the written model once with onnxruntime and print output shapes")
     return parser.parse_args(argv)

@@ -27,6 +27,7 @@ from jppo.jax_loop.evaluate import episode_returns, episode_states
 from jppo.jax_loop.rollout import observation_spec
 from jppo.jax_loop.setup import make_env
 from jppo.runs import checkpoint
+from jppo.runs.checkpoint import add_policy_arguments  # for python -m jppo.evaluate
 
 
 @dataclasses.dataclass(frozen=True)
@@ -158,5 +159,5 @@ def _animate(run_dir, animation, env_name, environment, params, policy, saved, w
     return movie, still, count
 
 
-__all__ = ["Evaluation", "Scores", "evaluate_run"]
+__all__ = ["Evaluation", "Scores", "add_policy_arguments", "evaluate_run"]
 

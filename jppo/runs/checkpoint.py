@@ -197,6 +197,22 @@ def policy_meta(config: PPOConfig, action_spec: ActionSpec, observation_size,
             "observation_size": observations.to_meta(observation_size), "behavior": behavior}
 
 
+def add_policy_arguments(parser, verb: str) -> None:
+    """RUN_DIR, --seed, --member and --checkpoint on ``parser``: which trained policy a command
+    ``verb``-s (play, export), as ``load_policy`` takes them."""
+    parser.add_argument("run_dir", metavar="RUN_DIR",
+                        help="the run folder (results/<run-id>; results/<run-id>/<behavior> for "
+                             "a run of several behaviors)")
+    parser.add_argument("--seed", type=int, metavar="S",
+                        help=f"which of the run's seeds to {verb}, by its value as the run labels "
+                             "it (--seed 5 --num-seeds 2 trained seeds 5 and 6; default: the "
+                             "first)")
+    parser.add_argument("--member", type=int, metavar="I",
+                        help=f"a sweep: which member to {verb} (its member.json index; default 0)")
+    parser.add_argument("--checkpoint", type=int, metavar="STEP",
+                        help="the checkpoint saved at STEP steps (default: the newest)")
+
+
 def load_policy(run_dir, seed_index: int = 0, steps: int | None = None, *,
                 seed: int | None = None, member: int | None = None) -> SavedPolicy:
     """The policy of a run folder's newest checkpoint, or of the one saved after ``steps``
