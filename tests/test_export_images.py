@@ -1,6 +1,6 @@
-"""``vis_encode_type`` read from a YAML; a checkpoint of a policy over an image sensor: it saves and loads (the image's empty
-normalizer state included), and ONNX export refuses it in one sentence, from the CLI and at a
-run's end, until image encoders are exported."""
+"""``vis_encode_type`` read from a YAML; a checkpoint of a policy over an image sensor: it saves
+and loads (the image's empty normalizer state included), and ONNX export refuses it in one
+sentence, from the CLI and at a run's end, until image encoders are exported."""
 import types
 
 import jax

@@ -37,8 +37,8 @@ class ImageBasic(Environment):
         return self._obs(obs, state), state
 
     def step(self, key, state, action, params=None):
-        obs, state, reward, terminated, truncated, info = self.inner.step(key, state, action, params)
-        return self._obs(obs, state), state, reward, terminated, truncated, info
+        obs, state, *rest = self.inner.step(key, state, action, params)
+        return (self._obs(obs, state), state, *rest)
 
     def observation_space(self, params=None):
         return (Box(0.0, 1.0, (ROWS, 20, 1)), Box(0.0, jnp.inf, (1,)))

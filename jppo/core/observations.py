@@ -86,13 +86,13 @@ def abstract(observation_size: ObservationSize, lead: tuple, sharding=None, dtyp
     return tuple(make(s) for s in sensor_shapes(observation_size))
 
 
-def flat(obs, lead: int) -> jax.Array:
+def flat(obs, lead: int | None = None) -> jax.Array:
     """Every sensor flattened and concatenated: ``[*lead_axes, total_size]``, where the first
     ``lead`` axes of every array are batch axes (an image ``[E, H, W, C]`` becomes
-    ``[E, H*W*C]``)."""
+    ``[E, H*W*C]``); ``lead`` None: vector sensors, concatenated along their last axis."""
     if not isinstance(obs, tuple):
         return obs
-    parts = [jnp.reshape(x, x.shape[:lead] + (-1,)) for x in obs]
+    parts = [x if lead is None else jnp.reshape(x, x.shape[:lead] + (-1,)) for x in obs]
     return jnp.concatenate(parts, axis=-1) if len(parts) > 1 else parts[0]
 
 
