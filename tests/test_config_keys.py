@@ -213,16 +213,17 @@ def test_a_harmless_key_is_named_in_one_warning_line(recwarn):
         "vis_encode_type": "nature_cnn"}}}, "torch_settings": {"device": "cuda"}, "debug": True}
     parse(data)
     lines = [str(w.message) for w in recwarn.list if w.category is ConfigWarning]
+    # vis_encode_type is honoured (issue 15): no longer among the keys without effect.
     assert lines == ["accepted without effect: behaviors.B.threaded = true, "
-                     "behaviors.B.network_settings.vis_encode_type = nature_cnn, "
                      "torch_settings.device = cuda, "
                      "debug = true (no effect here); the README's configuration table says why."]
 
 
 @pytest.mark.parametrize("path, value, message", [
     ("B.threaded", "yes please", "behaviors.B.threaded = 'yes please' has the wrong type"),
-    ("B.network_settings.vis_encode_type", "bogus", "behaviors.B.network_settings.vis_encode_type"
-                                                   " = 'bogus' is not allowed; "),
+    # Honoured trainer keys are named as the PPOConfig field they set.
+    ("B.network_settings.vis_encode_type", "bogus", "vis_encode_type = 'bogus' is not allowed; "
+                                                   "vis_encode_type must be one of 'simple', "),
     ("B.network_settings.memory", {"memory_size": 128}, "behaviors.B.network_settings.memory = "),
     ("B.self_play", {"window": 10}, "behaviors.B.self_play = {'window': 10} is not implemented"),
     ("checkpoint_settings.resume", True, "checkpoint_settings.resume = True is not implemented"

@@ -91,7 +91,7 @@ def evaluate_run(run_dir, *, seed: Optional[int] = None, member: Optional[int] =
         raise UserError(f"the policy of {str(run_dir)!r} takes "
                         f"{observations.describe(saved.observation_size)}, but environment "
                         f"{env_name!r} gives {observations.describe(gives)}.")
-    policy = make_policy(saved.config, saved.action_spec)
+    policy = make_policy(saved.config, saved.action_spec, saved.observation_size)
     base = jax.random.PRNGKey(key)
     scores = {}
     for deterministic in (False, True):

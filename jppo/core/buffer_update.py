@@ -15,6 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jppo.core import normalizer as obs_norm
+from jppo.core import observations
 from jppo.core.config import PPOConfig
 from jppo.core.gae import gae
 from jppo.core.networks import ActionSpec
@@ -79,10 +80,10 @@ def make_buffer_update(config: PPOConfig, action_spec: ActionSpec, total_adam_st
     ``place_minibatches`` lay the update out over devices (``jppo.host_loop.sharded_update``):
     the buffer is made of ``segments`` equal runs that each end at a trajectory's end.
     """
-    policy = make_policy(config, action_spec)
     train_on_batch = make_train_on_batch(config, action_spec, total_adam_steps, place_minibatches)
 
     def update(state: TrainState, buffer: FlatBuffer):
+        policy = make_policy(config, action_spec, observations.shapes_of(buffer.obs, 1))
         normalizer = state.normalizer
         if config.normalize:
             normalizer = obs_norm.update(normalizer, buffer.obs)

@@ -18,6 +18,9 @@ import jax
 SCHEDULES = ("linear", "constant")
 LOSSES = ("clip", "kl_penalty", "a2c")
 NETWORKS = ("mlagents", "seed", "cleanrl")
+# ML-Agents' EncoderType values: the image encoder built for every image sensor
+# (jppo.core.encoders).
+VIS_ENCODE_TYPES = ("simple", "nature_cnn", "resnet", "match3", "fully_connected")
 
 # Array sizes and Optax's step counter are int32: integer settings and the schedules' horizon
 # (total Adam steps) must fit.
@@ -77,6 +80,9 @@ class PPOConfig:
     adam_eps: float = 1.0e-8  # torch.optim.Adam's default, which ML-Agents uses
     advantage_eps: float = 1.0e-10  # (A - mean) / (std + eps), as ML-Agents
     obs_clip: float = 5.0  # normalized observations are clipped to [-obs_clip, obs_clip]
+    # network_settings (ML-Agents), last so that positional construction keeps its meaning:
+    # the encoder of each image sensor (jppo.core.encoders).
+    vis_encode_type: str = "simple"
 
     def __post_init__(self):
         _validate(self)
@@ -203,6 +209,7 @@ def _validate(cfg: PPOConfig):
                       " (or unset, to follow learning_rate_schedule)")
     _check_choice(cfg, "loss", LOSSES)
     _check_choice(cfg, "network", NETWORKS)
+    _check_choice(cfg, "vis_encode_type", VIS_ENCODE_TYPES)
     _check_bool(cfg, "normalize")
     _check_bool(cfg, "clip_value")
 

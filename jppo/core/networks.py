@@ -31,49 +31,8 @@ import jax
 import jax.numpy as jnp
 
 from jppo.core.distributions import ActionDistribution, ActionSpec, mask_logits
+from jppo.core.layers import Dense, he_normal as _he_normal, matmul
 from jppo.core.observations import ObservationEncoder
-
-
-@jax.custom_vjp
-def matmul(x: jax.Array, w: jax.Array) -> jax.Array:
-    """``x[..., in] @ w[in, out]`` whose weight gradient XLA:CPU runs on its fast matmul path.
-
-    The plain gradient ``x^T g`` contracts the batch axis of both operands, a form XLA:CPU's
-    fast matmul library does not take; it falls back to a slower generic kernel, which
-    dominated PPO's minibatch steps (benchmarks/README.md). Transposing ``x`` in memory first avoids that.
-    """
-    return x @ w
-
-
-def _matmul_fwd(x, w):
-    return x @ w, (x, w)
-
-
-def _matmul_bwd(residuals, g):
-    x, w = residuals
-    x2 = jnp.reshape(x, (-1, x.shape[-1]))
-    g2 = jnp.reshape(g, (-1, g.shape[-1]))
-    x_t = jax.lax.optimization_barrier(jnp.transpose(x2))  # keep the transpose materialized
-    return g @ w.T, x_t @ g2
-
-
-matmul.defvjp(_matmul_fwd, _matmul_bwd)
-
-
-def _dot_general(x, w, dimension_numbers, precision=None, preferred_element_type=None):
-    """``nn.Dense``'s contraction (last axis of x with the first of w) through ``matmul``."""
-    del precision, preferred_element_type
-    assert dimension_numbers == (((x.ndim - 1,), (0,)), ((), ())), dimension_numbers
-    return matmul(x, w)
-
-
-def Dense(features: int, **kwargs) -> nn.Dense:
-    return nn.Dense(features, dot_general=_dot_general, **kwargs)
-
-
-def _he_normal(gain: float) -> nn.initializers.Initializer:
-    # torch.nn.init.kaiming_normal_ (fan_in, leaky_relu with a=0 -> gain sqrt(2)) then *= gain.
-    return nn.initializers.variance_scaling(2.0 * gain * gain, "fan_in", "normal")
 
 
 _SEED_KERNEL = nn.initializers.normal(0.1)
@@ -106,6 +65,8 @@ class ActorCritic(nn.Module):
     ``obs`` is already normalized (see ``jppo.core.policy``): ``[..., D]`` or a tuple of
     per-sensor arrays; ``mask`` ``[..., sum(branches)]`` (1: allowed) masks discrete choices.
     ``observation_shapes`` (one shape per sensor) chooses the sensor encoders; empty: vectors.
+    Image sensors get ``vis_encode_type``'s encoder (``jppo.core.encoders``), one for the actor
+    and one for the critic, each ending in ``hidden_units`` features.
     """
 
     action_spec: ActionSpec
@@ -113,12 +74,15 @@ class ActorCritic(nn.Module):
     num_layers: int = 2
     preset: str = "mlagents"
     observation_shapes: tuple = ()
+    vis_encode_type: str = "simple"
 
     def setup(self):
         hidden = [self.hidden_units] * self.num_layers
         # Separate encoders and bodies for actor and critic, as ML-Agents (shared_critic off).
-        self.actor_encoder = ObservationEncoder(self.observation_shapes)
-        self.critic_encoder = ObservationEncoder(self.observation_shapes)
+        encoder = lambda: ObservationEncoder(self.observation_shapes, self.vis_encode_type,
+                                             self.hidden_units)
+        self.actor_encoder = encoder()
+        self.critic_encoder = encoder()
         self.actor = MLP(hidden, self.preset)
         self.critic = MLP(hidden, self.preset)
         spec = self.action_spec

@@ -10,8 +10,12 @@ As ML-Agents' ``ObservationEncoder`` does, each sensor has its own encoder and t
 are concatenated before the body (the MLP). A vector sensor's encoder is the identity (its
 normalizer, one per sensor, is applied before it: ``jppo.core.normalizer``), so a vector-only
 policy has exactly the parameters of one that sees the concatenation, and a one-sensor policy
-the parameters jppo always had. Other sensor kinds (images) get their encoder here, chosen by
-the sensor's shape (``ENCODERS``, keyed by rank); until then they are refused by name.
+the parameters jppo always had. The encoder is chosen by the sensor's rank (``ENCODERS``): an
+image sensor is rank 3, HWC (height, width, channels), float32 in [0, 1] as mlagents_envs
+delivers it, and gets ML-Agents' ``vis_encode_type`` encoder (``jppo.core.encoders``) ending in
+``hidden_units`` features; e.g. ``observation_size`` ``((84, 84, 3), (6,))`` is a camera and a
+vector, and ``((84, 84, 3),)`` (a tuple of one shape) a camera alone. Images are not
+normalized (``jppo.core.normalizer``), as ML-Agents normalizes vector inputs only.
 """
 from __future__ import annotations
 
@@ -21,6 +25,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from jppo.core.encoders import ImageEncoder
 
 ObservationSize = Union[int, Sequence]
 
@@ -80,12 +86,26 @@ def abstract(observation_size: ObservationSize, lead: tuple, sharding=None, dtyp
     return tuple(make(s) for s in sensor_shapes(observation_size))
 
 
-def flat(obs) -> jax.Array:
-    """Every sensor flattened and concatenated: ``[..., total_size]`` (leading axes as given by
-    the first sensor's rank minus its own)."""
+def flat(obs, lead: int | None = None) -> jax.Array:
+    """Every sensor flattened and concatenated: ``[*lead_axes, total_size]``, where the first
+    ``lead`` axes of every array are batch axes (an image ``[E, H, W, C]`` becomes
+    ``[E, H*W*C]``); ``lead`` None: vector sensors, concatenated along their last axis."""
     if not isinstance(obs, tuple):
         return obs
-    return jnp.concatenate(list(obs), axis=-1) if len(obs) > 1 else obs[0]
+    parts = [x if lead is None else jnp.reshape(x, x.shape[:lead] + (-1,)) for x in obs]
+    return jnp.concatenate(parts, axis=-1) if len(parts) > 1 else parts[0]
+
+
+def shapes_of(obs, lead: int) -> tuple:
+    """One shape per sensor of a batch whose first ``lead`` axes are batch axes; ``()`` for one
+    array (a vector), as ``ObservationEncoder.observation_shapes`` takes it."""
+    return tuple(tuple(x.shape[lead:]) for x in obs) if isinstance(obs, tuple) else ()
+
+
+def encoder_shapes(observation_size) -> tuple:
+    """``ObservationEncoder.observation_shapes`` for ``observation_size``: ``()`` for one array
+    (an int size), else one shape per sensor."""
+    return () if is_single(observation_size) else sensor_shapes(observation_size)
 
 
 def unflat(packed: jax.Array, observation_size: ObservationSize):
@@ -113,17 +133,20 @@ class VectorEncoder(nn.Module):
         return x
 
 
-# Encoder per sensor rank (the rank of one sample's observation).
-ENCODERS = {1: VectorEncoder}
+# Encoder per sensor rank (the rank of one sample's observation): a vector, an HWC image.
+ENCODERS = {1: VectorEncoder, 3: ImageEncoder}
 
 
 class ObservationEncoder(nn.Module):
     """``obs -> [..., features]``: each sensor through its encoder, concatenated in order.
 
     ``observation_shapes`` (one shape per sensor; empty: every sensor a vector) chooses each
-    sensor's encoder; a single array is one vector sensor."""
+    sensor's encoder; a single array is one vector sensor. An image sensor's encoder is
+    ``vis_encode_type``'s with ``hidden_units`` outputs (ML-Agents' ``h_size``)."""
 
     observation_shapes: tuple = ()
+    vis_encode_type: str = "simple"
+    hidden_units: int = 128
 
     @nn.compact
     def __call__(self, obs) -> jax.Array:
@@ -134,11 +157,15 @@ class ObservationEncoder(nn.Module):
         for i, (x, shape) in enumerate(zip(obs, shapes)):
             if len(shape) not in ENCODERS:
                 raise ValueError(f"sensor {i} has shape {tuple(shape)}; jppo encodes vector "
-                                 "sensors only.")
-            encoded.append(ENCODERS[len(shape)](name=f"sensor_{i}")(x))
+                                 "sensors (rank 1) and HWC images (rank 3) only.")
+            if len(shape) == 1:
+                encoded.append(VectorEncoder(name=f"sensor_{i}")(x))
+            else:
+                encoded.append(ImageEncoder(self.vis_encode_type, self.hidden_units,
+                                            tuple(shape), name=f"sensor_{i}")(x))
         return jnp.concatenate(encoded, axis=-1) if len(encoded) > 1 else encoded[0]
 
 
 __all__ = ["ENCODERS", "ObservationEncoder", "VectorEncoder", "abstract", "batch_shape",
-           "canonical", "describe", "flat", "from_meta", "is_single", "sensor_shapes",
-           "to_meta", "total_size", "unflat", "zeros"]
+           "canonical", "describe", "encoder_shapes", "flat", "from_meta", "is_single",
+           "sensor_shapes", "shapes_of", "to_meta", "total_size", "unflat", "zeros"]

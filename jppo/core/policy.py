@@ -19,6 +19,7 @@ from jppo.core import normalizer as obs_norm
 from jppo.core import observations
 from jppo.core.config import PPOConfig
 from jppo.core.distributions import ActionSpec, sample_noise
+from jppo.core.encoders import check_resolution
 from jppo.core.networks import ActorCritic
 
 # ML-Agents hands the environment ``clamp(a, -3, 3) / 3`` of the raw Gaussian sample (and
@@ -88,9 +89,13 @@ class Policy:
         return self.model.init(key, observations.zeros(observation_size))
 
 
-def make_policy(config: PPOConfig, action_spec: ActionSpec, observation_shapes: tuple = ()) -> Policy:
-    """The policy of ``config`` acting with ``action_spec``; ``observation_shapes`` (one shape
-    per sensor) chooses each sensor's encoder, and may be left empty for vector sensors."""
+def make_policy(config: PPOConfig, action_spec: ActionSpec, observation_size=()) -> Policy:
+    """The policy of ``config`` acting with ``action_spec``. ``observation_size`` (an int, or one
+    size or shape per sensor; an empty tuple: vector sensors) chooses each sensor's encoder: an
+    image sensor (HWC) gets ``config.vis_encode_type``'s, and one smaller than that encoder's
+    minimum resolution is a ``ConfigError`` naming it (``jppo.core.encoders``)."""
+    shapes = observations.encoder_shapes(observation_size)
+    check_resolution(shapes, config.vis_encode_type)
     model = ActorCritic(action_spec, config.hidden_units, config.num_layers, config.network,
-                        tuple(observation_shapes))
+                        shapes, config.vis_encode_type)
     return Policy(model, action_spec, config.normalize, config.obs_clip)

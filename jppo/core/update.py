@@ -17,6 +17,7 @@ import optax
 from jax.flatten_util import ravel_pytree
 
 from jppo.core import normalizer as obs_norm
+from jppo.core import observations
 from jppo.core.config import PPOConfig
 from jppo.core.gae import gae
 from jppo.core.losses import LossMetrics, adapt_kl_coef, ppo_loss
@@ -89,7 +90,8 @@ def init_train_state(key: jax.Array, config: PPOConfig, observation_size,
     array, or a sequence (one size or shape per sensor) for a tuple of them."""
     init_key, state_key = jax.random.split(key)
     if params is None:
-        params = make_policy(config, action_spec).init_params(init_key, observation_size)
+        params = make_policy(config, action_spec, observation_size).init_params(init_key,
+                                                                                observation_size)
     # The optimizer runs on the gradient flattened into one vector (see ``optimizer_step``);
     # its state's structure does not depend on the schedule's horizon.
     opt_state = make_optimizer(config, 1).init(ravel_pytree(params)[0])
@@ -169,21 +171,23 @@ def make_train_on_batch(config: PPOConfig, action_spec: ActionSpec, total_adam_s
 
     ``place_minibatches`` (an array -> array function, default none) is applied to each epoch's
     gathered ``[minibatches, batch_size, ...]`` arrays: the data-parallel driver uses it to lay
-    every minibatch out across devices (``jppo.distributed``)."""
-    policy = make_policy(config, action_spec)
+    every minibatch out across devices (``jppo.distributed``). The sensors' encoders follow the
+    batch's observation shapes (read when the function is traced)."""
     optimizer = make_optimizer(config, total_adam_steps)
     schedules = make_schedules(config, total_adam_steps)
 
-    def minibatch_loss(params, normalizer, mb: Batch, epsilon, beta, kl_coef):
-        log_probs, entropy, values = policy.evaluate(params, normalizer, mb.obs, mb.actions,
-                                                     mb.action_masks)
-        return ppo_loss(log_probs, mb.log_probs, mb.advantages, values, mb.values, mb.returns,
-                        entropy, epsilon=epsilon, beta=beta, value_coef=config.value_coef,
-                        kind=config.loss, clip_value=config.clip_value, kl_coef=kl_coef)
-
-    grad_fn = jax.value_and_grad(minibatch_loss, has_aux=True)
-
     def train_on_batch(state: TrainState, batch: Batch):
+        policy = make_policy(config, action_spec, observations.shapes_of(batch.obs, 1))
+
+        def minibatch_loss(params, normalizer, mb: Batch, epsilon, beta, kl_coef):
+            log_probs, entropy, values = policy.evaluate(params, normalizer, mb.obs, mb.actions,
+                                                         mb.action_masks)
+            return ppo_loss(log_probs, mb.log_probs, mb.advantages, values, mb.values,
+                            mb.returns, entropy, epsilon=epsilon, beta=beta,
+                            value_coef=config.value_coef, kind=config.loss,
+                            clip_value=config.clip_value, kl_coef=kl_coef)
+
+        grad_fn = jax.value_and_grad(minibatch_loss, has_aux=True)
         n = batch.advantages.shape[0]
         if config.minibatches_per_epoch(n) == 0:
             raise ValueError(f"a rollout of {n} samples holds no minibatch of batch_size = "

@@ -144,7 +144,7 @@ def make_collect(env: Environment, env_params, policy: Policy, num_steps: int,
         # One packed row per env: a scan writes each output array once per step, and on CPU
         # every such write is a kernel of its own.
         f32 = lambda x: jnp.reshape(x, (x.shape[0], -1)).astype(jnp.float32)
-        parts = [observations.flat(runner.obs), observations.flat(out.final_obs), action,
+        parts = [observations.flat(runner.obs, 1), observations.flat(out.final_obs, 1), action,
                  log_prob, out.reward, out.terminated, cut] + ([mask] if masked else [])
         packed = jnp.concatenate([f32(x) for x in parts], axis=-1)
         runner = RunnerState(out.state, out.obs, jnp.where(done | cut, 0, since_cut),
@@ -195,9 +195,13 @@ def make_collect(env: Environment, env_params, policy: Policy, num_steps: int,
 
 def observation_spec(env: Environment, env_params):
     """``observation_size`` in ``jppo.core.observations``' form: an int for one Box, one shape
-    per sensor for a tuple of Boxes."""
+    per sensor for a tuple of Boxes (an image sensor a rank-3 HWC Box)."""
     space = env.observation_space(env_params)
     if isinstance(space, Box):
+        if len(space.shape) != 1:
+            raise ValueError(f"the observation space is one Box of shape {tuple(space.shape)}; "
+                             "one array observation must be a vector, so give an image (HWC) "
+                             "as a tuple of one Box and observations as a tuple of one array.")
         return int(space.shape[0])
     return tuple(tuple(int(d) for d in box.shape) for box in space)
 

@@ -106,7 +106,7 @@ class Trainer:
         (``--inference``): the rollout only, the train state left as it is (the normalizer
         too, as ML-Agents' inference leaves it), metrics the episodes' only."""
         config = self.config if config is None else config
-        policy = make_policy(config, self.action_spec)
+        policy = make_policy(config, self.action_spec, self.observation_size)
         collect = make_collect(self.env, self.env_params, policy, self.num_steps,
                                config.time_horizon, self.sampled)
         total_adam = self.total_iterations * config.adam_steps_per_update(self.steps_per_update)

@@ -155,9 +155,9 @@ def _build(p: dict, normalizer, config: PPOConfig, action_spec: ActionSpec,
     """``build_model`` on params already converted to nested numpy dicts."""
     g = GraphBuilder()
     shapes = observations.sensor_shapes(observation_size)
-    for shape in shapes:
-        if len(shape) != 1:
-            raise ValueError(f"a sensor of shape {shape}: only vector sensors are exported.")
+    refusal = not_exportable(observation_size)
+    if refusal:
+        raise ValueError(refusal)
     stats = [normalizer] if observations.is_single(observation_size) else list(normalizer)
     if len(stats) != len(shapes):
         raise ValueError(f"{len(stats)} normalizer(s) for {len(shapes)} sensor(s).")
@@ -192,6 +192,17 @@ def _build(p: dict, normalizer, config: PPOConfig, action_spec: ActionSpec,
         logits = dense(g, hidden, head["kernel"], head["bias"], name)
         outputs += _discrete_head(g, logits, branches)
     return g.model(inputs, outputs, "jppo_actor", __version__)
+
+
+def not_exportable(observation_size) -> str | None:
+    """The one sentence refusing to export a policy over ``observation_size``, or None: image
+    sensors are trained (``jppo.core.encoders``) but their encoders are not in the graph yet."""
+    for i, shape in enumerate(observations.sensor_shapes(observation_size)):
+        if len(shape) != 1:
+            return (f"ONNX export of image encoders is not implemented yet; sensor {i} of shape "
+                    f"{shape} is an image, and jppo exports policies over vector sensors only "
+                    "(the checkpoints are kept: python -m jppo.evaluate plays them).")
+    return None
 
 
 # --------------------------------------------------------------------------- writing
@@ -253,4 +264,4 @@ def run_model(path, feeds: dict | None = None) -> dict:
 
 
 __all__ = ["MASK_INPUT", "MODEL_API_VERSION", "OBS_INPUT", "build_model", "check_inputs",
-           "export_onnx", "obs_input", "run_model"]
+           "not_exportable", "export_onnx", "obs_input", "run_model"]

@@ -10,6 +10,8 @@ import torch
 from torch import nn
 from torch.distributions import Categorical, Normal
 
+from jppo.reference.torch_encoders import ObservationEncoder
+
 
 # --------------------------------------------------------------------------- the actor-critic
 
@@ -45,11 +47,14 @@ class ActorCritic(nn.Module):
     tensor or a sequence of per-sensor tensors (``obs_size`` then a sequence of sizes),
     concatenated before the bodies. Actions have jppo's array form
     (``jppo.core.distributions``). A hybrid action's logits come from ``discrete_head``.
+    ``obs_size`` may give per-sensor shapes: an HWC image sensor (rank 3) gets
+    ``vis_encode_type``'s encoder (``jppo.reference.torch_encoders``), one for the actor
+    (``actor_encoder``) and one for the critic (``critic_encoder``).
     """
 
     def __init__(self, obs_size, action_kind: str, action_size: int, hidden_units: int = 128,
                  num_layers: int = 2, preset: str = "mlagents", layer_norm_eps: float = 1e-5,
-                 branches=None):
+                 branches=None, vis_encode_type: str = "simple"):
         super().__init__()
         if action_kind not in ("continuous", "discrete", "hybrid"):
             raise ValueError(f"action_kind must be 'continuous', 'discrete' or 'hybrid', "
@@ -59,7 +64,14 @@ class ActorCritic(nn.Module):
                          else (action_size,) if action_kind == "discrete" else ())
         self.continuous = action_kind == "continuous"
         self.preset = preset
-        width = obs_size if isinstance(obs_size, int) else int(sum(obs_size))
+        width = obs_size if isinstance(obs_size, int) else int(sum(
+            s if isinstance(s, int) else s[0] for s in obs_size))
+        shapes = () if isinstance(obs_size, int) else tuple(
+            (s,) if isinstance(s, int) else tuple(s) for s in obs_size)
+        if any(len(s) == 3 for s in shapes):
+            self.actor_encoder = ObservationEncoder(shapes, vis_encode_type, hidden_units)
+            self.critic_encoder = ObservationEncoder(shapes, vis_encode_type, hidden_units)
+            width = self.actor_encoder.width(hidden_units)
         self.actor = body(width, hidden_units, num_layers, preset, layer_norm_eps)
         self.critic = body(width, hidden_units, num_layers, preset, layer_norm_eps)
         if self.continuous_size:
@@ -76,15 +88,18 @@ class ActorCritic(nn.Module):
 
     @classmethod
     def for_spec(cls, obs_size, spec, hidden_units: int = 128, num_layers: int = 2,
-                 preset: str = "mlagents", layer_norm_eps: float = 1e-5) -> "ActorCritic":
+                 preset: str = "mlagents", layer_norm_eps: float = 1e-5,
+                 vis_encode_type: str = "simple") -> "ActorCritic":
         """The reference network for a ``jppo.ActionSpec``."""
         size = spec.continuous_size if spec.continuous_size else spec.discrete_branches[0]
         return cls(obs_size, spec.kind, size, hidden_units, num_layers, preset, layer_norm_eps,
-                   spec.discrete_branches)
+                   spec.discrete_branches, vis_encode_type)
 
     @torch.no_grad()
     def reset_parameters(self):
-        linears = [m for m in self.modules() if isinstance(m, nn.Linear)]
+        # The image encoders keep their own (ML-Agents') initialisation.
+        linears = [m for name, m in self.named_modules()
+                   if isinstance(m, nn.Linear) and "encoder" not in name]
         if self.preset == "seed":
             # RL-Adventure-2's init_weights.
             for layer in linears:
@@ -110,10 +125,14 @@ class ActorCritic(nn.Module):
         nn.init.xavier_uniform_(self.value_head.weight)
 
     def forward(self, obs, mask: Optional[torch.Tensor] = None):
-        if not isinstance(obs, torch.Tensor):
-            obs = torch.cat(list(obs), dim=-1)  # one encoder (the identity) per vector sensor
-        value = self.value_head(self.critic(obs)).squeeze(-1)
-        hidden = self.actor(obs)
+        if hasattr(self, "actor_encoder"):
+            actor_in, critic_in = self.actor_encoder(obs), self.critic_encoder(obs)
+        else:
+            if not isinstance(obs, torch.Tensor):
+                obs = torch.cat(list(obs), dim=-1)  # one encoder (the identity) per vector sensor
+            actor_in = critic_in = obs
+        value = self.value_head(self.critic(critic_in)).squeeze(-1)
+        hidden = self.actor(actor_in)
         normal, categoricals = None, []
         if self.continuous_size:
             mu = self.policy_head(hidden)

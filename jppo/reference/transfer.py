@@ -7,8 +7,14 @@ Names correspond one to one::
           params/actor/LayerNorm_{i}/scale                  actor.norm{i}.weight
           params/actor/LayerNorm_{i}/bias                   actor.norm{i}.bias
           (the same under critic), policy_head/*, value_head/*, log_std
+          params/actor_encoder/sensor_{i}/conv{j}/kernel    actor_encoder.sensor_{i}.conv{j}.weight
+                [kh, kw, in, out]  (HWIO)                           [out, in, kh, kw]  (OIHW)
+          params/actor_encoder/sensor_{i}/Dense_0/*         actor_encoder.sensor_{i}.dense0.*
+          (the same under critic_encoder; an image sensor's encoder, ``jppo.core.encoders``)
 
-Only Dense kernels change layout (transposed). The functions work on any pytree of that
+Only kernels change layout: Dense kernels are transposed, convolution kernels go HWIO <-> OIHW
+(both sides flatten a feature map channel-major, so an encoder's dense kernel is only
+transposed). The functions work on any pytree of that
 structure, so gradients and Adam moments transfer the same way as parameters.
 """
 from __future__ import annotations
@@ -21,6 +27,7 @@ import torch
 
 _TO_TORCH_MODULE = {"Dense": "dense", "LayerNorm": "norm"}
 _TO_FLAX_MODULE = {v: k for k, v in _TO_TORCH_MODULE.items()}
+_HWIO_TO_OIHW, _OIHW_TO_HWIO = (3, 2, 0, 1), (2, 3, 1, 0)
 
 
 def _torch_name(path: tuple) -> str:
@@ -66,7 +73,7 @@ def flax_to_torch(params) -> "OrderedDict[str, torch.Tensor]":
     for path, leaf in _walk(params):
         array = np.array(leaf, dtype=np.float32)
         if path[-1] == "kernel":
-            array = array.T
+            array = np.transpose(array, _HWIO_TO_OIHW) if array.ndim == 4 else array.T
         state[_torch_name(path)] = torch.from_numpy(np.ascontiguousarray(array))
     return state
 
@@ -79,9 +86,9 @@ def torch_to_flax(state_dict) -> dict:
         module = name.rsplit(".", 1)[0] if "." in name else ""
         is_dense = module.rsplit(".", 1)[-1].startswith("dense") or module.endswith("_head")
         array = tensor.detach().cpu().numpy().astype(np.float32)
-        path = _flax_path(name, is_dense)
+        path = _flax_path(name, is_dense or array.ndim == 4)
         if path[-1] == "kernel":
-            array = array.T
+            array = np.transpose(array, _OIHW_TO_HWIO) if array.ndim == 4 else array.T
         node = tree
         for part in path[:-1]:
             node = node.setdefault(part, {})

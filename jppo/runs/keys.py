@@ -74,9 +74,10 @@ def _network(prefix: str, cls_of_all: Optional[str] = None, unused: str = "") ->
         k("normalize", "bool", False, HONOURED, target="ppo.normalize"),
         k("hidden_units", "int", 128, HONOURED, target="ppo.hidden_units"),
         k("num_layers", "int", 2, HONOURED, target="ppo.num_layers"),
-        k("vis_encode_type", "simple|nature_cnn|resnet|match3|fully_connected", "simple", HARMLESS,
-          "jppo trains vector observations and refuses image sensors by name, so no image encoder "
-          "is built"),
+        k("vis_encode_type", "simple|nature_cnn|resnet|match3|fully_connected", "simple", HONOURED,
+          "the encoder of each image sensor, with ML-Agents' layers and minimum resolutions "
+          "(jppo.core.encoders); Unity scenes with cameras and ONNX export of image encoders are "
+          "not supported yet", target="ppo.vis_encode_type"),
         k("memory", "section", None, NOT_IMPLEMENTED, memory),
         k("goal_conditioning_type", "hyper|none", "hyper", NOT_IMPLEMENTED,
           "jppo feeds goal-signal observations to the body like any other input, as 'none' does; "

@@ -202,7 +202,7 @@ def export_models(settings: RunSettings, folder: RunFolder, display: ProgressDis
     behavior's own, in a run of several), else the run folder."""
     try:
         # Imported here: onnx is an optional extra, and a run without it still ends well.
-        from jppo.onnx.actor import export_onnx
+        from jppo.onnx.actor import export_onnx, not_exportable
     except ImportError:
         display.message("ONNX export skipped: install jppo[unity] (the onnx package) to get a model "
                         "Unity can run; python -m jppo.export exports it later.")
@@ -218,6 +218,10 @@ def export_models(settings: RunSettings, folder: RunFolder, display: ProgressDis
     paths = []
     for index, path, values in targets:
         policy = checkpoint.load_policy(source or folder.path, index)
+        refusal = not_exportable(policy.observation_size)
+        if refusal:
+            display.message(f"ONNX export skipped: {refusal}")
+            return []
         paths.append(export_onnx(path, policy.params, policy.normalizer,
                                  policy.config.replace(**values), policy.action_spec,
                                  policy.observation_size))
