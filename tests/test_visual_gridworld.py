@@ -61,10 +61,10 @@ def test_made_by_name_with_the_camera_and_goal_signal_of_ml_agents():
 
 
 def test_steps_exactly_as_the_vector_gridworld():
-    """Same keys and actions, 8 areas for 300 steps with auto-reset: identical states, rewards,
+    """Same keys and actions, 8 areas for 200 steps with auto-reset: identical states, rewards,
     ends, masks and goal signals; the image is the render of the state."""
     vector, visual = GridWorld(), VisualGridWorld()
-    n, steps = 8, 300
+    n, steps = 8, 200
 
     def run(env):
         def body(carry, key):
