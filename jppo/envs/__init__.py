@@ -1,5 +1,6 @@
 """JAX-native environments with a gymnax-style API, made by name: base (the API, spaces,
-auto-reset), cartpole, pendulum, ball3d with ball3d_physics (Unity's 3DBall and 3DBallHard), and
+auto-reset), cartpole, pendulum, ball3d with ball3d_physics (Unity's 3DBall and 3DBallHard), basic,
+gridworld and visual_gridworld (GridWorld through its camera), and
 adapters that bring in other JAX environments as they are: gymnax_adapter (gymnax 0.0.x and 1.x,
 and any env with gymnax's method names), brax_adapter (Brax, MuJoCo Playground).
 
@@ -31,6 +32,7 @@ _BUILT_IN = {
     "3DBallHard": ("jppo.envs.ball3d", "Ball3DHard"),
     "Basic": ("jppo.envs.basic", "Basic"),
     "GridWorld": ("jppo.envs.gridworld", "GridWorld"),
+    "VisualGridWorld": ("jppo.envs.visual_gridworld", "VisualGridWorld"),
 }
 _REGISTRY: dict[str, Any] = dict(_BUILT_IN)
 GYMNAX_PREFIX = "gymnax:"

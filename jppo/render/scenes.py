@@ -128,6 +128,8 @@ _RENDERERS: dict[str, Renderer] = {
     "3DBallHard": Renderer(draw_ball3d, ("3DBallHard from the side", "from above")),
     "Basic": Renderer(draw_basic, ("Basic",), (6.4, 1.2)),
     "GridWorld": Renderer(draw_gridworld, ("GridWorld",)),
+    # The same board and rules; the camera image itself is the environment's render_camera.
+    "VisualGridWorld": Renderer(draw_gridworld, ("VisualGridWorld",)),
 }
 
 

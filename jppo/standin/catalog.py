@@ -7,9 +7,13 @@
 | Basic | 1 | one vector of 20 (one-hot position) | one branch of 3 |
 | GridWorld | 9 | a vector of 6 (positions) and the goal, 2 (a goal signal) | one branch of 5, masked at walls |
 | Reach | 8 | a vector of 4 and the target's colour, 3 | 2 continuous + branches (3, 2), grab masked out of reach |
+| VisualGridWorld | 9 | GridWorld's camera, 64 x 84 x 3 (PNG), and the goal, 2 (a goal signal) | one branch of 5, masked at walls |
 
 ``max_step`` is the scene's Agent.MaxStep: physics steps for 3DBall and 3DBallHard (5000,
-decisions every 5), decisions for the others (GridWorld 100, Reach 50; Basic has none).
+decisions every 5), decisions for the others (GridWorld 100, Reach 50; Basic has none). VisualGridWorld is
+ML-Agents' GridWorld scene itself (behavior GridWorld): its agent's CameraSensor (84 x 64,
+colour, PNG compression) rendered by ``jppo.envs.visual_gridworld``, which also plays the rules;
+``--fault uncompressed-images`` sends the images as raw floats (compression None).
 
 Scenes combine into one Unity scene with several behaviors, ``A+B`` (``jppo.standin.composite``):
 
@@ -29,11 +33,16 @@ from typing import Callable, NamedTuple
 from jppo.envs.basic import Basic
 from jppo.envs.gridworld import GridWorld
 from jppo.envs.reach import Reach
+from jppo.envs.visual_gridworld import HEIGHT, WIDTH, VisualGridWorld
 from jppo.standin.env_scene import EnvScene
 from jppo.standin.scenes import Scene, Sensor
 from jppo.standin.stacked import HardScene
+from jppo.standin.wire import COMPRESSION_PNG
 
 GOAL_SIGNAL = 1  # ObservationTypeProto.GOAL_SIGNAL
+# CameraSensor's dimension properties: translational equivariance (2) on height and width,
+# none (1) on the channels.
+CAMERA_DIMENSIONS = (2, 2, 1)
 
 
 class SceneInfo(NamedTuple):
@@ -63,6 +72,10 @@ SCENES = {
     "GridWorld": SceneInfo("GridWorld", 9, _env(
         GridWorld, [Sensor("GridWorldVector", (6,)),
                     Sensor("VectorSensor", (2,), observation_type=GOAL_SIGNAL)], 0, (5,))),
+    "VisualGridWorld": SceneInfo("GridWorld", 9, _env(
+        VisualGridWorld, [Sensor("CameraSensor", (HEIGHT, WIDTH, 3), 0, CAMERA_DIMENSIONS,
+                                 COMPRESSION_PNG),
+                          Sensor("VectorSensor", (2,), observation_type=GOAL_SIGNAL)], 0, (5,))),
     "Reach": SceneInfo("Reach", 8, _env(Reach, [Sensor("ReachVector", (4,)),
                                                Sensor("ReachColour", (3,))], 2, (3, 2))),
 }

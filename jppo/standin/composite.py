@@ -18,7 +18,8 @@ behaviors); a behavior name used twice is refused. Per-part values (``--agents``
 part (``4+1``); for a composite, a missing value keeps each part's own default.
 
 Sensor faults (``bad-shape``, ``nan-after``, ``two-behaviors``, ``image-sensor``,
-``buffer-sensor``) shape the first part only; message faults act on the whole process.
+``buffer-sensor``, ``uncompressed-images``) shape the first part only; message faults act on
+the whole process.
 """
 from __future__ import annotations
 
@@ -102,6 +103,8 @@ class Part:
             sensors[0] = sensors[0]._replace(name=sensor_name, shape=(size,))
         if fault_kind in EXTRA_SENSORS:
             sensors.append(EXTRA_SENSORS[fault_kind])
+        if fault_kind == "uncompressed-images":  # a camera set to compression None: raw floats
+            sensors = [s._replace(compression=0) for s in sensors]
         self.sensors = sensors
         self.nan_fault = fault_kind == "nan-after"
         self._encoder = InfoEncoder(sensors)
@@ -127,7 +130,9 @@ class Part:
         if nan and self.nan_fault:
             obs = [np.full_like(o, np.nan) for o in obs]
         encode = self._encoder.encode
-        rows = [[o[i].tolist() for o in obs] for i in range(m)]
+        # Images stay arrays (their encoder packs or compresses them whole); vectors as lists.
+        image = [len(s.shape) == 3 for s in self.sensors]
+        rows = [[o[i] if big else o[i].tolist() for o, big in zip(obs, image)] for i in range(m)]
         masks = [None] * m if allowed is None else [None if a.all() else ~a for a in allowed]
         return [encode(int(a), float(r), done, bool(x), values, mask)
                 for a, r, x, values, mask in zip(ids, rewards, maxed, rows, masks)]

@@ -37,12 +37,14 @@ class Sensor(NamedTuple):
     """One ObservationProto's description: ``name`` as Unity names the sensor, ``shape``,
     ``observation_type`` (ObservationTypeProto: 0 default, 1 goal signal), and
     ``dimension_properties`` (DimensionPropertyProto per axis: 1 none, 2 translational
-    equivariance, 4 variable size)."""
+    equivariance, 4 variable size), ``compression`` (CompressionTypeProto: 0 none, float
+    data; 1 PNG, for images (rank 3), as a CameraSensor with its default compression)."""
 
     name: str
     shape: tuple
     observation_type: int = 0
     dimension_properties: tuple = (1,)
+    compression: int = 0
 
 
 class Terminals(NamedTuple):

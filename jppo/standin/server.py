@@ -29,8 +29,9 @@ RESET reach every part (``jppo.standin.composite``).
 Run ``python -m jppo.standin --port P [--scene 3DBall|A+B] [--agents N|N+M] [--seed S] [--fault F]``
 (scenes: ``jppo.standin.catalog``); faults for tests: ``silent-after=N``, ``die-after=N``,
 ``bad-shape``, ``nan-after=N``, ``two-behaviors``, ``image-sensor`` and ``buffer-sensor`` (an
-extra sensor jppo does not train) (N counts messages sent, the two initialization messages
-included).
+extra sensor jppo does not train), ``uncompressed-images`` (cameras send raw floats, as a
+CameraSensor with compression None, instead of PNG) (N counts messages sent, the two
+initialization messages included).
 """
 from __future__ import annotations
 
@@ -75,7 +76,7 @@ class Fault:
     kind: str | None = None
     after: int = 0
     KINDS = ("silent-after", "die-after", "bad-shape", "nan-after", "two-behaviors",
-             "image-sensor", "buffer-sensor")
+             "image-sensor", "buffer-sensor", "uncompressed-images")
 
     @staticmethod
     def parse(text: str | None) -> "Fault":

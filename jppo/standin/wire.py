@@ -4,18 +4,22 @@ The generated messages use protobuf's pure-Python implementation here (protobuf 
 compiled module for Python 3.11): building and serializing a 12-agent message that way costs
 more than the physics. Decision messages are therefore written directly in the protobuf wire
 format (tests check them against the generated classes); the rare messages (initialization,
-brain parameters) and Python's answers go through the generated classes.
+brain parameters) and Python's answers go through the generated classes. Images go as PNG
+(Pillow, a dependency of mlagents-envs, which decodes them with it) or as raw floats.
 """
 from __future__ import annotations
 
+import io
 import struct
 from typing import Sequence
 
 import numpy as np
+from PIL import Image
 
 from jppo.standin.scenes import Sensor
 
 DIMENSION_NONE = 1  # DimensionProperty.None: VectorSensor's one dimension
+COMPRESSION_PNG = 1  # CompressionTypeProto.PNG
 
 
 def _varint(n: int) -> bytes:
@@ -36,21 +40,49 @@ HEADER_200 = _field(1, b"\x08" + _varint(200))  # UnityMessageProto.header{statu
 
 
 class _SensorEncoder:
-    """One sensor's ObservationProto around its float data (proto3 drops default values)."""
+    """One sensor's ObservationProto around its float data (proto3 drops default values), or,
+    for an image sensor with PNG compression, around its PNG bytes (``compression_type`` PNG,
+    ``compressed_data``): CameraSensor.GetCompressedObservation's ``Texture2D.EncodeToPNG`` of
+    an RGB24 texture, 8 bits per channel; its CompressionSpec has no channel mapping (one PNG
+    holds the 3 channels), so ``compressed_channel_mapping`` stays empty, as Unity sends it."""
 
     def __init__(self, sensor: Sensor):
         size = int(np.prod(sensor.shape))
-        self.size = size
+        self.size, self.shape = size, tuple(int(d) for d in sensor.shape)
         self._floats = struct.Struct(f"<{size}f")
-        self._head = _field(1, b"".join(_varint(int(d)) for d in sensor.shape))  # shape, packed
+        self._png = sensor.compression == COMPRESSION_PNG
+        if self._png and (len(self.shape) != 3 or self.shape[2] not in (1, 3)):
+            raise ValueError(f"sensor {sensor.name!r} of shape {self.shape}: PNG compression "
+                             "is for images of 1 or 3 channels")
+        self._head = _field(1, b"".join(_varint(d) for d in self.shape))  # shape, packed
+        if self._png:
+            self._head += b"\x10" + _varint(COMPRESSION_PNG)  # field 2, enum
         tail = _field(6, b"".join(_varint(int(p)) for p in sensor.dimension_properties))
         if sensor.observation_type:
             tail += b"\x38" + _varint(int(sensor.observation_type))  # field 7, enum
         self._tail = tail + _field(8, sensor.name.encode())
 
     def encode(self, values) -> bytes:
-        return _field(13, self._head + _field(4, _field(1, self._floats.pack(*values)))
-                      + self._tail)
+        """``values``: the sensor's floats, a list or a numpy array (any shape of ``size``)."""
+        if self._png:
+            data = _field(3, png(np.asarray(values, np.float32).reshape(self.shape)))
+        elif isinstance(values, np.ndarray):
+            data = _field(4, _field(1, np.ascontiguousarray(values, "<f4").tobytes()))
+        else:
+            data = _field(4, _field(1, self._floats.pack(*values)))
+        return _field(13, self._head + data + self._tail)
+
+
+def png(image: np.ndarray) -> bytes:
+    """An image float [H, W, C] in [0, 1] as Unity's camera writes it: 8-bit RGB PNG (a
+    grayscale sensor's texture is RGB too; Python averages the channels back)."""
+    pixels = np.rint(np.clip(np.nan_to_num(image), 0.0, 1.0) * 255.0).astype(np.uint8)
+    if pixels.shape[2] == 1:
+        pixels = np.repeat(pixels, 3, axis=2)
+    out = io.BytesIO()
+    # compress_level 1: Pillow's default (6) costs several times longer for little here.
+    Image.fromarray(pixels, "RGB").save(out, format="PNG", compress_level=1)
+    return out.getvalue()
 
 
 class InfoEncoder:
@@ -96,4 +128,4 @@ def encode_output(agent_infos: dict[str, list[bytes]], brains: list[bytes] = ())
     return HEADER_200 + _field(2, output)
 
 
-__all__ = ["DIMENSION_NONE", "HEADER_200", "InfoEncoder", "encode_output"]
+__all__ = ["COMPRESSION_PNG", "DIMENSION_NONE", "HEADER_200", "InfoEncoder", "encode_output", "png"]
