@@ -16,6 +16,7 @@ import yaml
 
 from jppo.runs import checkpoint
 from jppo.train import main
+from compile_cache import without_compilation_cache
 from event_files import events
 from tiny_config import tiny_cartpole
 
@@ -48,13 +49,16 @@ def write_config(tmp_path, data) -> str:
 
 
 def start(tmp_path, data, *args, save_delay=0.0, module=False) -> subprocess.Popen:
-    """The CLI as a user runs it (``module``: ``python -m jppo.train``), or with slow saves."""
+    """The CLI as a user runs it (``module``: ``python -m jppo.train``, compiling for real: no
+    persistent compilation cache, so that a signal sent during the compile lands in it), or with
+    slow saves (and the test session's compilation cache: those signals come after a checkpoint)."""
     command = ([sys.executable, "-m", "jppo.train"] if module else
                [sys.executable, "-c", SLOW_SAVES, str(save_delay)])
     return subprocess.Popen(command + [write_config(tmp_path, data), "--results-dir",
                                        str(tmp_path / "results"), "--run-id", "r", "--no-export",
                                        *args],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            env=without_compilation_cache() if module else None)
 
 
 def wait_until(predicate, proc, timeout=180):

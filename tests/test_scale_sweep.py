@@ -48,8 +48,9 @@ def run_sequence(tmp, runs: list[list[str]]) -> tuple[list[int], str]:
     config.write_text(yaml.safe_dump(TINY))
     common = [str(config), "--results-dir", str(tmp / "results"), "--quiet"]
     env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
-    env.update(JAX_COMPILATION_CACHE_DIR=str(tmp / "jax-cache"),
-               JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0")
+    # The test session's cache (tests/compile_cache.py) where there is one, else its own.
+    env.setdefault("JAX_COMPILATION_CACHE_DIR", str(tmp / "jax-cache"))
+    env.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
     out = subprocess.run([sys.executable, "-c", DRIVER, json.dumps([common + r for r in runs])],
                          capture_output=True, text=True, timeout=300, env=env)
     assert out.returncode == 0, out.stderr[-3000:]
