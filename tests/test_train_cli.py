@@ -57,7 +57,8 @@ BAD_CONFIGS = [
      "batch_size = 256 is larger than buffer_size = 128; batch_size must be <= buffer_size."),
     ("unknown environment", with_changes("jppo.env", "MountainCar-v9"),
      "unknown environment 'MountainCar-v9'; known environments are: CartPole-v1, Pendulum-v1, "
-     "3DBall, 3DBallHard, Basic, GridWorld (and gymnax:<id>, package.module:factory); or pass a "
+     "3DBall, 3DBallHard, Basic, GridWorld, VisualGridWorld (and gymnax:<id>, "
+     "package.module:factory); or pass a "
      "Unity build path, 'editor', or gymnasium:<id>."),
     ("unsupported trainer", with_changes("B.trainer_type", "sac"),
      "behaviors.CartPole.trainer_type = 'sac' is not implemented by jppo: jppo trains trainer_type 'ppo' only."),
