@@ -138,10 +138,6 @@ class HostRun(Stopping):
         """The run's steps: every behavior's decisions."""
         return sum(learner.steps for learner in self.learners.values())
 
-    @property
-    def start_step(self) -> int:
-        return sum(learner.start_step for learner in self.learners.values())
-
     # ------------------------------------------------------------------ setup
 
     def setup(self) -> None:
@@ -200,10 +196,10 @@ class HostRun(Stopping):
         where = self._folder_of(settings.behavior)
         resuming = self.folder is not None and self.folder.resume_from is not None
         resume_from = checkpoint.latest(where) if resuming and self.main else None
+        primary = not self.learners
         learner = Learner(settings, behavior, layout, where, resume_from, inference=self.inference,
                           main=self.main, split_minibatches=self.launch.split_minibatches,
-                          several=self.several)
-        primary = not self.learners
+                          several=self.several, primary=primary)
         lessons = learner.restore(
             {"driver": session.HOST_DRIVER, "env": env, "num_envs": self.workers,
              "seed": settings.seed}, self.launch.resume, self.lessons.state() if primary else None,
@@ -211,7 +207,6 @@ class HostRun(Stopping):
         if primary and resume_from is not None:
             self.lessons.resume(lessons, self.vec)
         self.learners[behavior.name] = learner
-        learner.primary = primary
         if self.main and not self.inference:
             self._write_configuration()
         name, size, spec = behavior

@@ -82,13 +82,13 @@ class Learner:
     def __init__(self, settings: RunSettings, behavior: Behavior, layout: sharded_update.Layout,
                  folder: pathlib.Path | None, resume_from: pathlib.Path | None, *,
                  inference: bool, main: bool, split_minibatches: bool = False,
-                 several: bool = False):
+                 several: bool = False, primary: bool = True):
         self.settings, self.config, self.behavior = settings, settings.ppo, behavior
         self.name = settings.behavior
         self.layout, self.folder, self.resume_from = layout, folder, resume_from
         self.inference, self.main, self.split = inference, main, split_minibatches
         self.several = several  # one of several behaviors: its own folder, events in it
-        self.primary = False  # the run's first behavior: its checkpoints keep the lessons
+        self.primary = primary  # the run's first behavior: its checkpoints keep the lessons
         self._of = f" of behavior {self.name!r}" if several else ""  # for the stop sentences
         self.meta: dict = {}
         self.state: TrainState | None = None
