@@ -13,6 +13,7 @@ import pytest
 
 import jppo
 from jppo import ActionSpec, PPOConfig, export
+from jppo.core import normalizer
 from jppo.core.encoders import MIN_RESOLUTION, ImageEncoder
 from jppo.onnx import actor
 from jppo.onnx.encoders import image_encoder, nchw
@@ -41,6 +42,12 @@ def images(shape, n, seed=0):
     return np.random.default_rng(seed).random((n,) + tuple(shape)).astype(np.float32)
 
 
+def random_leaf(leaf) -> np.ndarray:
+    shape = leaf.shape
+    scale = np.sqrt(2.0 / np.prod(shape[:-1])) if len(shape) > 1 else 0.1
+    return rng.normal(0.0, scale, shape).astype(np.float32)
+
+
 def session_of(model: onnx.ModelProto) -> ort.InferenceSession:
     onnx.checker.check_model(model, full_check=True)
     return ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
@@ -50,13 +57,12 @@ def session_of(model: onnx.ModelProto) -> ort.InferenceSession:
 def test_each_encoder_in_onnx_equals_the_flax_encoder_on_nchw_input(kind):
     shape = IMAGES[kind]
     module = ImageEncoder(kind, HIDDEN, shape)
-    x = images(shape, 6)
-    params = module.init(jax.random.PRNGKey(1), x[:1])["params"]
-    # Biases drawn away from zero and the inputs signed, so every activation sees both signs.
-    params = jax.tree_util.tree_map(lambda a: np.asarray(a) + rng.normal(0, 0.05, a.shape)
-                                    .astype(np.float32), params)
-    x = x * 2 - 1
-    want = np.asarray(module.apply({"params": params}, x))
+    x = images(shape, 6) * 2 - 1  # signed, so every activation sees both signs
+    # Random params of the encoder's shapes (kernels He-scaled, biases away from zero); from
+    # eval_shape, so only the forward pass is compiled (Flax's init of a conv stack compiles slowly).
+    abstract = jax.eval_shape(module.init, jax.random.PRNGKey(1), x[:1])["params"]
+    params = jax.tree_util.tree_map(random_leaf, abstract)
+    want = np.asarray(jax.jit(module.apply)({"params": params}, x))
     g = GraphBuilder()
     out = image_encoder(g, "image", params, kind, shape, HIDDEN, "enc")
     g.op("Identity", out, out="encoding")
@@ -72,18 +78,18 @@ def test_each_encoder_in_onnx_equals_the_flax_encoder_on_nchw_input(kind):
 
 
 def policy(kind, spec, sizes, seed=0):
+    """(config, policy, params, normalizer) of a random image policy: random params of the
+    policy's tree (as the encoder test's), vector statistics away from the identity, so the
+    normalizer is in the check too."""
     config = PPOConfig(hidden_units=HIDDEN, num_layers=1, vis_encode_type=kind, normalize=True)
-    state = jppo.init_train_state(jax.random.PRNGKey(seed), config, sizes, spec)
-    params = jax.tree_util.tree_map(np.asarray, state.params)
-    for head in ("policy_head", "discrete_head"):  # spread the means and logits
-        if head in params["params"]:
-            params["params"][head]["kernel"] = params["params"][head]["kernel"] * 10.0
-    # Vector statistics away from the identity, so the normalizer is in the check too.
+    pol = jppo.make_policy(config, spec, sizes)
+    abstract = jax.eval_shape(lambda key: pol.init_params(key, sizes), jax.random.PRNGKey(seed))
+    params = jax.tree_util.tree_map(random_leaf, abstract)
     norm = tuple(s if len(shape) == 3 else s._replace(
         count=np.float32(50.0), mean=rng.normal(size=shape).astype(np.float32),
         m2=(rng.uniform(0.2, 3.0, shape) * 50).astype(np.float32))
-        for s, shape in zip(state.normalizer, sizes))
-    return config, jppo.make_policy(config, spec, sizes), params, norm
+        for s, shape in zip(normalizer.init(sizes), sizes))
+    return config, pol, params, norm
 
 
 def feeds_for(sizes, n, mask_size=0, seed=2):
