@@ -1,7 +1,9 @@
 """``vis_encode_type`` read from a YAML; a checkpoint of a policy over an image sensor: it saves
-and loads (the image's empty normalizer state included), and ONNX export refuses it in one
-sentence, from the CLI and at a run's end, until image encoders are exported."""
+and loads (the image's empty normalizer state included), and exports to ONNX from the CLI and
+at a run's end (the graph itself: tests/test_onnx_encoders.py)."""
 import types
+
+import onnx
 
 import jax
 import numpy as np
@@ -16,11 +18,14 @@ from jppo.train import main
 from tiny_config import tiny_cartpole
 
 SENSORS = ((20, 20, 1), (3,))
-REFUSAL = "ONNX export of image encoders is not implemented yet; sensor 0 of shape (20, 20, 1)"
+
+
+def state_config():
+    return jppo.PPOConfig(hidden_units=8, num_layers=1, normalize=True)
 
 
 def image_run(tmp_path):
-    config = jppo.PPOConfig(hidden_units=8, num_layers=1, normalize=True)
+    config = state_config()
     spec = ActionSpec.discrete(2)
     state = jppo.init_train_state(jax.random.PRNGKey(0), config, SENSORS, spec)
     meta = checkpoint.policy_meta(config, spec, SENSORS, "Camera")
@@ -38,23 +43,34 @@ def test_an_image_policy_checkpoint_loads_as_saved(tmp_path):
         np.testing.assert_array_equal(x, y)
 
 
-def test_the_export_cli_refuses_an_image_policy_in_one_sentence(tmp_path, capsys):
-    image_run(tmp_path)
-    assert export.main([str(tmp_path)]) == 2
-    err = capsys.readouterr().err.strip()
-    assert REFUSAL in err and "Traceback" not in err and len(err.splitlines()) == 1
-    assert not list(tmp_path.glob("*.onnx"))
+def test_the_export_cli_writes_an_image_policy_checked_against_jax(tmp_path, capsys):
+    state = image_run(tmp_path)
+    assert export.main([str(tmp_path), "--check"]) == 0
+    out = capsys.readouterr().out
+    assert f"wrote {tmp_path / 'Camera.onnx'}" in out
+    assert "deterministic_discrete_actions: shape [1, 1] int64" in out
+    model = onnx.load(str(tmp_path / "Camera.onnx"))
+    assert [i.name for i in model.graph.input] == ["obs_0", "obs_1", "action_masks"]
+    rng = np.random.default_rng(0)
+    image, vector = rng.random((16, 20, 20, 1), np.float32), rng.normal(size=(16, 3))
+    feeds = {"obs_0": image.transpose(0, 3, 1, 2), "obs_1": vector.astype(np.float32),
+             "action_masks": np.ones((16, 2), np.float32)}
+    got = export.run_model(tmp_path / "Camera.onnx", feeds)["deterministic_discrete_actions"]
+    policy = jppo.make_policy(state_config(), ActionSpec.discrete(2), SENSORS)
+    want = policy.mode(state.params, state.normalizer, (image, vector.astype(np.float32)))
+    np.testing.assert_array_equal(got[:, 0], np.asarray(want))
 
 
-def test_a_runs_end_skips_the_export_of_an_image_policy_with_a_note(tmp_path):
+def test_a_runs_end_exports_an_image_policy(tmp_path):
     image_run(tmp_path)
     messages = []
     display = types.SimpleNamespace(message=messages.append)
     settings = types.SimpleNamespace(num_seeds=1, behavior="Camera", seed=0)
     folder = types.SimpleNamespace(path=tmp_path)
-    assert report.export_models(settings, folder, display) == []
-    assert len(messages) == 1 and messages[0].startswith("ONNX export skipped: " + REFUSAL)
-    assert not list(tmp_path.glob("*.onnx"))
+    assert report.export_models(settings, folder, display) == [tmp_path / "Camera.onnx"]
+    assert messages == [f"exported {tmp_path / 'Camera.onnx'}"]
+    model = onnx.load(str(tmp_path / "Camera.onnx"))
+    assert [d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim[1:]] == [1, 20, 20]
 
 
 def test_network_settings_vis_encode_type_is_honoured_and_checked(tmp_path, capsys):

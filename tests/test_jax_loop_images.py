@@ -78,16 +78,15 @@ def test_one_array_of_an_image_is_refused_with_the_tuple_form_named():
         jppo.make_train(CONFIG, Flat(), num_envs=2)(jax.random.PRNGKey(0))
 
 
-def test_a_run_over_an_image_ends_well_with_the_export_skipped(tmp_path, capsys):
+def test_a_run_over_an_image_ends_well_with_its_onnx_model(tmp_path, capsys):
     """``jppo.fit`` (the CLI's driver: run folder, checkpoints, the run's end): the run finishes,
-    its checkpoint holds the image policy, and the ONNX export is skipped with a note."""
+    its checkpoint holds the image policy, and the ONNX model is exported."""
     config = CONFIG.replace(vis_encode_type="fully_connected", max_steps=512)
     info = jppo.fit(ImageBasic(), config, run_id="images", results_dir=str(tmp_path),
                     num_envs=4, summary_freq=256, checkpoint_interval=512)
-    out = capsys.readouterr()
-    assert "ONNX export skipped: ONNX export of image encoders is not implemented yet" in (
-        out.out + out.err)
-    assert info["models"] == [] and not list((tmp_path / "images").glob("*.onnx"))
+    capsys.readouterr()
+    models = list((tmp_path / "images").glob("*.onnx"))
+    assert len(models) == 1 and [str(p) for p in models] == [str(p) for p in info["models"]]
     saved = checkpoint.load_policy(tmp_path / "images")
     assert saved.observation_size == ((ROWS, 20, 1), (1,)) and saved.steps == 512
     assert saved.config.vis_encode_type == "fully_connected"

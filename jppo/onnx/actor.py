@@ -8,9 +8,11 @@ The graph (opset 9, built with ``onnx.helper``) reproduces what ML-Agents' ``Sim
 exports (``mlagents/trainers/torch/networks.py``, ``action_model.py``, ``distributions.py``,
 ``model_serialization.py``), input and output names and order included:
 
-- inputs ``obs_0``, ``obs_1``, ... ``[batch, D_i]``, one per sensor in the scene's order (raw
-  observations: each sensor's normalizer is folded into the graph as constants, then the
-  sensors are concatenated before the body); ``action_masks`` ``[batch, sum(branches)]`` (1
+- inputs ``obs_0``, ``obs_1``, ... one per sensor in the scene's order: a vector sensor
+  ``[batch, D_i]`` (raw observations: its normalizer is folded into the graph as constants), an
+  (H, W, C) image sensor ``[batch, C, H, W]`` (NCHW, as ML-Agents' ``_get_onnx_shape``; not
+  normalized, through its ``vis_encode_type`` encoder: ``jppo.onnx.encoders``); the encodings
+  are concatenated before the body; ``action_masks`` ``[batch, sum(branches)]`` (1
   allowed, 0 masked) when there are discrete branches;
 - ``version_number`` = [3.], ``memory_size`` = [0.]: float32 ``[1]`` (torch ``Tensor([..])``;
   Unity reads them as ``Tensor<float>``);
@@ -34,13 +36,15 @@ from pathlib import Path
 import numpy as np
 import onnx
 
+from jppo.core import encoders
 from jppo.core import normalizer as obs_norm
 from jppo.core import observations
 from jppo.core.config import PPOConfig
 from jppo.core.distributions import MASKED_LOGIT, branch_slices
 from jppo.core.networks import ActionSpec
-from jppo.onnx.graph import (BATCH, FLOAT, INT64, GraphBuilder, clamp_to_unit, dense,
-                             layer_norm, normalize, swish, value_info)
+from jppo.onnx.encoders import image_encoder, nchw
+from jppo.onnx.graph import (BATCH, FLOAT, INT64, GraphBuilder, check_shape, clamp_to_unit,
+                             dense, layer_norm, normalize, swish, value_info)
 from jppo.files import write_atomic
 from jppo.version import __version__
 
@@ -65,18 +69,12 @@ def _to_numpy(tree) -> dict:
             for k, v in tree.items()}
 
 
-def _check_shape(name: str, array: np.ndarray, shape: tuple):
-    if array.shape != shape:
-        raise ValueError(f"parameter {name} has shape {array.shape}, expected {shape}; the "
-                         "params do not match the config, action spec and observation size.")
-
-
 def _actor_body(g: GraphBuilder, x: str, actor: dict, config: PPOConfig, in_size: int) -> str:
     """The hidden stack ``[B, in_size] -> [B, hidden_units]`` of ``networks.MLP``."""
     width = config.hidden_units
     for i in range(config.num_layers):
         dense_p = actor[f"Dense_{i}"]
-        _check_shape(f"actor.Dense_{i}.kernel", dense_p["kernel"], (in_size, width))
+        check_shape(f"actor.Dense_{i}.kernel", dense_p["kernel"], (in_size, width))
         x = dense(g, x, dense_p["kernel"], dense_p["bias"], f"actor.Dense_{i}")
         if config.network == "seed":
             ln = actor[f"LayerNorm_{i}"]
@@ -161,47 +159,59 @@ def _build(p: dict, normalizer, config: PPOConfig, action_spec: ActionSpec,
     stats = [normalizer] if observations.is_single(observation_size) else list(normalizer)
     if len(stats) != len(shapes):
         raise ValueError(f"{len(stats)} normalizer(s) for {len(shapes)} sensor(s).")
-    inputs = [value_info(obs_input(i), FLOAT, [BATCH, shape[0]]) for i, shape in enumerate(shapes)]
+    inputs = [value_info(obs_input(i), FLOAT, [BATCH, *_onnx_shape(shape)])
+              for i, shape in enumerate(shapes)]
     outputs = [value_info("version_number", FLOAT, [1]), value_info("memory_size", FLOAT, [1])]
     g.constant_output("version_number", [MODEL_API_VERSION])
     g.constant_output("memory_size", [0])
 
-    encoded = []
+    encoded, width = [], 0
     for i, (shape, state) in enumerate(zip(shapes, stats)):
         x = obs_input(i)
-        if config.normalize:
-            mean, inv_std = _normalizer_constants(state)
-            _check_shape(f"normalizer {i} mean", mean, shape)
-            x = normalize(g, x, mean, inv_std, config.obs_clip)
-        encoded.append(x)  # a vector sensor's encoder is the identity
+        if encoders.is_image(shape):
+            # Images are not normalized (their normalizer state is empty), as in training.
+            x = image_encoder(g, x, p["actor_encoder"][f"sensor_{i}"], config.vis_encode_type,
+                              shape, config.hidden_units, f"actor_encoder.sensor_{i}")
+            width += config.hidden_units
+        else:
+            if config.normalize:
+                mean, inv_std = _normalizer_constants(state)
+                check_shape(f"normalizer {i} mean", mean, shape)
+                x = normalize(g, x, mean, inv_std, config.obs_clip)
+            width += shape[0]  # a vector sensor's encoder is the identity
+        encoded.append(x)
     x = encoded[0] if len(encoded) == 1 else g.op("Concat", *encoded, axis=1)
-    hidden = _actor_body(g, x, p["actor"], config, observations.total_size(observation_size))
+    hidden = _actor_body(g, x, p["actor"], config, width)
 
     c, branches = action_spec.continuous_size, action_spec.discrete_branches
     if c:
         head = p["policy_head"]
-        _check_shape("policy_head.kernel", head["kernel"], (config.hidden_units, c))
-        _check_shape("log_std", p["log_std"], (c,))
+        check_shape("policy_head.kernel", head["kernel"], (config.hidden_units, c))
+        check_shape("log_std", p["log_std"], (c,))
         mu = dense(g, hidden, head["kernel"], head["bias"], "policy_head")
         outputs += _continuous_head(g, mu, p["log_std"], c)
     if branches:
         name = "discrete_head" if c else "policy_head"
         head = p[name]
-        _check_shape(f"{name}.kernel", head["kernel"], (config.hidden_units, sum(branches)))
+        check_shape(f"{name}.kernel", head["kernel"], (config.hidden_units, sum(branches)))
         inputs.append(value_info(MASK_INPUT, FLOAT, [BATCH, sum(branches)]))
         logits = dense(g, hidden, head["kernel"], head["bias"], name)
         outputs += _discrete_head(g, logits, branches)
     return g.model(inputs, outputs, "jppo_actor", __version__)
 
 
+def _onnx_shape(shape) -> tuple:
+    """A sensor's input shape after the batch: a vector's size, an (H, W, C) image as NCHW."""
+    return nchw(shape) if encoders.is_image(shape) else tuple(shape)
+
+
 def not_exportable(observation_size) -> str | None:
-    """The one sentence refusing to export a policy over ``observation_size``, or None: image
-    sensors are trained (``jppo.core.encoders``) but their encoders are not in the graph yet."""
+    """The one sentence refusing to export a policy over ``observation_size``, or None: vector
+    sensors and HWC images are exported; a sensor of another rank has no encoder in jppo."""
     for i, shape in enumerate(observations.sensor_shapes(observation_size)):
-        if len(shape) != 1:
-            return (f"ONNX export of image encoders is not implemented yet; sensor {i} of shape "
-                    f"{shape} is an image, and jppo exports policies over vector sensors only "
-                    "(the checkpoints are kept: python -m jppo.evaluate plays them).")
+        if len(shape) not in observations.ENCODERS:
+            return (f"sensor {i} has shape {shape}; jppo exports policies over vector sensors "
+                    "(rank 1) and HWC images (rank 3) only.")
     return None
 
 

@@ -1,8 +1,9 @@
 """A tiny builder for opset-9 ONNX graphs, and the layers jppo's actor is made of.
 
-Only ``onnx.helper`` is used (no torch). Every layer works on rank-2 tensors ``[batch, width]``
-with a symbolic batch, and uses only ops that exist in opset 9, the opset Unity's inference
-engines (Barracuda, Sentis) import ML-Agents models at.
+Only ``onnx.helper`` is used (no torch). Every layer here works on rank-2 tensors ``[batch,
+width]`` with a symbolic batch (the image encoders' NCHW layers are in ``jppo.onnx.encoders``),
+and uses only ops that exist in opset 9, the opset Unity's inference engines (Barracuda,
+Sentis) import ML-Agents models at.
 """
 from __future__ import annotations
 
@@ -66,6 +67,13 @@ def value_info(name: str, dtype: int, shape: list) -> onnx.ValueInfoProto:
 
 FLOAT = TensorProto.FLOAT
 INT64 = TensorProto.INT64
+
+
+def check_shape(name: str, array: np.ndarray, shape: tuple):
+    """``ValueError`` unless parameter ``name`` has ``shape``: params from another config."""
+    if array.shape != tuple(shape):
+        raise ValueError(f"parameter {name} has shape {array.shape}, expected {tuple(shape)}; the "
+                         "params do not match the config, action spec and observation size.")
 
 
 def dense(g: GraphBuilder, x: str, kernel: np.ndarray, bias: np.ndarray, hint: str) -> str:
